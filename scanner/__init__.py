@@ -1,0 +1,11 @@
+"""scanner: a video library kept in step with the disk, on a durable job queue.
+
+The public API for plugin authors is what this module exports.
+"""
+
+from scanner.jobs.context import JobContext
+from scanner.jobs.types import JobType
+from scanner.plugins.hookspecs import hookimpl
+
+__version__ = "0.1.0"
+__all__ = ["JobContext", "JobType", "__version__", "hookimpl"]

@@ -1,0 +1,87 @@
+"""``/health``: is the web process up, can it reach the database and queue, are consumers alive."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields
+
+from scanner import __version__
+from scanner.db import schema_version
+from scanner.jobs.store import utcnow
+from scanner.services import Services
+
+# A consumer is taken for alive while its last heartbeat is younger than this many intervals.
+ALIVE_INTERVALS = 3
+
+
+class HealthSchema(Schema):
+    status = fields.String(
+        metadata={"description": "ok; degraded (no live consumer, or one lacks job types); down"}
+    )
+    web = fields.Dict()
+    database = fields.Dict()
+    queue = fields.Dict()
+    consumers = fields.Dict()
+
+
+def _check(probe: Any) -> dict[str, Any]:
+    try:
+        return {"status": "ok", **probe()}
+    except Exception as exc:
+        return {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+
+
+def create_blueprint(services: Services) -> Blueprint:
+    blp = Blueprint("health", __name__, description="Health of the service.")
+    settings = services.settings
+
+    def consumers() -> dict[str, Any]:
+        window = settings.heartbeat_seconds * ALIVE_INTERVALS
+        alive = services.store.consumers(seen_within=window)
+        accepted = set(services.plugins.job_types)
+        now = utcnow()
+        return {
+            "alive": len(alive),
+            "last_heartbeat": alive[0].last_seen.isoformat() if alive else None,
+            "consumers": [
+                {
+                    "id": c.id,
+                    "seconds_since_heartbeat": round((now - c.last_seen).total_seconds(), 3),
+                    "missing_job_types": sorted(accepted - set(c.job_types)),
+                }
+                for c in alive
+            ],
+        }
+
+    @blp.route("/health")
+    @blp.response(200, HealthSchema)
+    @blp.alt_response(503, schema=HealthSchema, description="Database or queue unreachable.")
+    def health() -> Any:
+        """Answers without a token, for load balancers and monitors."""
+        report = {
+            "web": {"status": "ok", "pid": os.getpid(), "version": __version__},
+            "database": _check(
+                lambda: {
+                    "backend": services.engine.dialect.name,
+                    "schema_version": schema_version(services.engine),
+                }
+            ),
+            "queue": _check(
+                lambda: {
+                    "backend": type(services.queue.huey).__name__,
+                    "waiting": services.queue.pending_count(),
+                }
+            ),
+            "consumers": _check(consumers),
+        }
+        if any(report[k]["status"] != "ok" for k in ("database", "queue")):
+            return {"status": "down", **report}, 503
+        c = report["consumers"]
+        lacking = c.get("consumers") and any(x["missing_job_types"] for x in c["consumers"])
+        degraded = c["status"] != "ok" or not c["alive"] or lacking
+        return {"status": "degraded" if degraded else "ok", **report}
+
+    return blp

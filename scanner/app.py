@@ -1,0 +1,78 @@
+"""The web process: ``create_app(settings)`` builds the Flask app with its API."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+import swagger_ui_bundle
+from flask import Flask, request, send_from_directory
+from flask.typing import ResponseReturnValue
+from flask_smorest import Api, abort
+from werkzeug.exceptions import HTTPException
+
+from scanner import __version__
+from scanner.api import health, jobs, plugins
+from scanner.config import Settings
+from scanner.services import Services, build_services
+
+API_PREFIX = "/api/v1"
+OPEN_PATHS = frozenset({f"{API_PREFIX}/health"})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+log = logging.getLogger(__name__)
+
+
+class ScannerApi(Api):  # type: ignore[misc]
+    def handle_http_exception(self, error: HTTPException) -> Any:
+        """flask-smorest's JSON error body, always with a ``message`` a person can act on."""
+        payload, code, headers = super().handle_http_exception(error)
+        payload.setdefault("message", error.description)
+        return payload, code, headers
+
+
+def create_app(
+    settings: Settings | None = None, *, services: Services | None = None
+) -> Flask:
+    """The Flask app for ``settings`` (default: from SCANNER_* variables)."""
+    if services is None:
+        services = build_services(settings or Settings.from_env())
+    app = Flask(__name__)
+    app.config.update(
+        API_TITLE="scanner",
+        API_VERSION=__version__,
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        # Served from the swagger-ui-bundle package: the docs work with no internet access.
+        OPENAPI_SWAGGER_UI_URL="/api/docs/static/",
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["scanner"] = services
+    api = ScannerApi(app)
+    for blueprint in (
+        jobs.create_blueprint(services, api),
+        plugins.create_blueprint(services),
+        health.create_blueprint(services),
+    ):
+        api.register_blueprint(blueprint, url_prefix=API_PREFIX)
+
+    @app.get("/api/docs/static/<path:filename>")
+    def swagger_static(filename: str) -> ResponseReturnValue:
+        return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename)
+
+    @app.before_request
+    def guard() -> None:
+        if not request.path.startswith(API_PREFIX):
+            return
+        token = services.settings.api_token
+        if token and request.path not in OPEN_PATHS:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                abort(401, message="send the API token as 'Authorization: Bearer <token>'")
+        if request.method in BODY_METHODS and request.content_length and not request.is_json:
+            abort(415, message="send the request body as JSON, with Content-Type: application/json")
+
+    services.plugins.call_each("scanner_startup", role="web", services=services)
+    return app

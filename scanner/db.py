@@ -1,0 +1,105 @@
+"""The application database: engine set-up and versioned migrations.
+
+SQLite is the default (one file under the data directory); PostgreSQL serves many machines.
+Both are reached through SQLAlchemy Core, so queries are written once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from scanner import schema
+
+log = logging.getLogger(__name__)
+
+
+def _normalise_url(url: str) -> sa.URL:
+    parsed = sa.make_url(url)
+    # psycopg (3) is the one PostgreSQL driver we depend on; Huey's Postgres storage uses it too.
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def create_engine(url: str) -> Engine:
+    """An engine for ``url``, tuned so many threads and processes can share one SQLite file."""
+    parsed = _normalise_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(parsed, pool_pre_ping=True, future=True)
+
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(parsed, connect_args={"timeout": 30}, future=True)
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy (below) decide when a transaction begins, not the sqlite3 module.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        # WAL lets readers run while one writer writes; NORMAL sync is crash-safe under WAL.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # A write transaction takes the write lock up front: a deferred one that later tries to
+        # upgrade can fail at once with "database is locked", whatever the busy timeout says.
+        if conn.get_execution_options().get("write"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+@contextmanager
+def write(engine: Engine) -> Iterator[Connection]:
+    """A short write transaction, committed on success and rolled back on error."""
+    with engine.connect().execution_options(write=True) as conn, conn.begin():
+        yield conn
+
+
+Migration = Callable[[Connection], None]
+
+
+def schema_version(engine: Engine) -> int:
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table("schema_version"):
+            return 0
+        return int(conn.execute(sa.select(sa.func.max(schema.schema_version.c.version))).scalar() or 0)
+
+
+def migrate(engine: Engine, migrations: list[Migration] | None = None) -> int:
+    """Bring the database to the newest schema version; returns the version it is at.
+
+    Each migration runs in its own transaction together with the bump of ``schema_version``,
+    so a crash mid-upgrade leaves the database at the last whole version.
+    """
+    steps = schema.MIGRATIONS if migrations is None else migrations
+    with write(engine) as conn:
+        if engine.dialect.name == "postgresql":
+            # Web and consumers start together; one of them migrates, the others wait.
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7248661)")
+        schema.schema_version.create(conn, checkfirst=True)
+    current = schema_version(engine)
+    for version, step in enumerate(steps[current:], start=current + 1):
+        with write(engine) as conn:
+            if engine.dialect.name == "postgresql":
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7248661)")
+            done = conn.execute(sa.select(sa.func.max(schema.schema_version.c.version))).scalar()
+            if (done or 0) >= version:
+                continue  # another process got there first
+            log.info("migrating database to schema version %d", version)
+            step(conn)
+            conn.execute(schema.schema_version.insert().values(version=version))
+    return len(steps)

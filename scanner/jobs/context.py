@@ -1,0 +1,98 @@
+"""What a running handler gets: progress reporting, cancellation and its time limit."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from scanner.errors import JobCancelled, JobTimedOut
+
+if TYPE_CHECKING:
+    from scanner.jobs.store import Job
+    from scanner.services import Services
+
+# Progress is written (and the cancel flag read) at most this often: a handler may report
+# progress per item without paying a database write per item.
+SYNC_INTERVAL = 0.25
+
+
+class JobContext:
+    """Passed to every handler as ``ctx``.
+
+    ``ctx.progress(done, total)`` reports progress; ``ctx.cancelled`` tells whether the job
+    should stop; ``ctx.check()`` raises when it was cancelled or ran out of time, and is called
+    by ``progress`` too, so a handler that reports progress stops promptly.
+    """
+
+    def __init__(
+        self,
+        job: Job,
+        services: Services,
+        *,
+        clock: Any = time.monotonic,
+        sync_interval: float = SYNC_INTERVAL,
+    ) -> None:
+        self.job = job
+        self.services = services
+        self._clock = clock
+        self._sync_interval = sync_interval
+        self._started = clock()
+        self._deadline = None if job.timeout is None else self._started + job.timeout
+        self._progress: float | None = None
+        self._synced_at = float("-inf")
+        self._stop = False
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id
+
+    @property
+    def attempt(self) -> int:
+        """1 on the first run of this job, 2 on the first retry, and so on."""
+        return self.job.attempts
+
+    @property
+    def settings(self) -> Any:
+        return self.services.settings
+
+    @property
+    def time_left(self) -> float | None:
+        """Seconds before the job times out, or None if it has no time limit."""
+        return None if self._deadline is None else self._deadline - self._clock()
+
+    def progress(self, done: float, total: float | None = None) -> None:
+        """Report progress as ``done`` of ``total`` (or a fraction 0-1 when total is None)."""
+        fraction = done if total is None else (done / total if total else 1.0)
+        self._progress = min(max(float(fraction), 0.0), 1.0)
+        self._sync()
+        self.check()
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job has been cancelled (checked against the store now and then)."""
+        self._sync()
+        return self._stop
+
+    def check(self) -> None:
+        """Raise ``JobCancelled`` or ``JobTimedOut`` when the job should stop now."""
+        if self.cancelled:
+            raise JobCancelled("cancelled while running")
+        left = self.time_left
+        if left is not None and left <= 0:
+            raise JobTimedOut(f"timed out after {self.job.timeout:g}s")
+
+    def flush(self) -> None:
+        """Write the latest progress now (the runner calls this when the handler ends)."""
+        self._sync(force=True)
+
+    def submit(self, type: str, payload: dict[str, Any] | None = None, **options: Any) -> Job:
+        """Queue another job (of any registered type) from inside this one."""
+        return self.services.jobs.submit(type, payload or {}, **options)
+
+    def _sync(self, force: bool = False) -> None:
+        now = self._clock()
+        if force or now - self._synced_at >= self._sync_interval:
+            self._synced_at = now
+            self._stop = self.services.store.report_progress(self.job.id, self._progress) or (
+                self._stop
+            )

@@ -1,0 +1,88 @@
+"""Runs one job in a consumer: claim it, call its handler, record how it ended."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from huey.exceptions import TaskTimeout
+from marshmallow import ValidationError
+
+from scanner.errors import JobCancelled, JobTimedOut
+from scanner.jobs.context import JobContext
+from scanner.jobs.states import Status
+from scanner.jobs.store import Job
+
+if TYPE_CHECKING:
+    from scanner.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Runner:
+    """Executes job ids taken from the queue. One per consumer, shared by its workers."""
+
+    def __init__(self, services: Services, consumer_id: Callable[[], str]) -> None:
+        self.services = services
+        self.consumer_id = consumer_id
+
+    def run(self, job_id: str) -> None:
+        store = self.services.store
+        job = store.claim(job_id, self.consumer_id())
+        if job is None:
+            # Cancelled while queued, already taken, or removed: nothing to do.
+            log.info("job %s is not pending; skipped", job_id)
+            return
+        job_type = self.services.plugins.job_types.get(job.type)
+        if job_type is None:
+            store.finish(
+                job.id,
+                Status.FAILED,
+                error=f"no plugin in this consumer provides the job type {job.type!r}; "
+                "install the plugin on every consumer and restart it",
+            )
+            return
+        ctx = JobContext(job, self.services)
+        try:
+            try:
+                payload = job_type.payload_schema.load(job.payload)
+                result = job_type.handler(ctx, payload)
+            finally:
+                ctx.flush()  # the last progress reported stays visible, however it ended
+            stored = self._storable(result)
+        except JobCancelled:
+            store.finish(job.id, Status.CANCELLED)
+        except (JobTimedOut, TaskTimeout):
+            store.finish(job.id, Status.TIMEOUT, error=f"timed out after {job.timeout:g}s")
+        except ValidationError as exc:
+            store.finish(job.id, Status.FAILED, error=f"invalid payload: {exc.messages}")
+        except Exception as exc:
+            log.exception("job %s (%s) failed on attempt %d", job.id, job.type, job.attempts)
+            self._failed(job, _describe(exc), job_type.retry_delay_after(job.attempts))
+        else:
+            store.finish(job.id, Status.COMPLETE, result=stored)
+
+    def _failed(self, job: Job, error: str, delay: float) -> None:
+        store = self.services.store
+        if job.attempts <= job.retries and store.retry_later(job.id, error, delay):
+            self.services.queue.enqueue(job.id, priority=job.priority, delay=delay)
+            log.info("job %s will run again in %.1fs", job.id, delay)
+        else:
+            store.finish(job.id, Status.FAILED, error=error)
+
+    @staticmethod
+    def _storable(result: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """The handler's result as stored: a JSON object, or None."""
+        if result is None:
+            return None
+        if not isinstance(result, Mapping):
+            raise TypeError(f"handler returned {type(result).__name__}, expected a dict or None")
+        value: dict[str, Any] = json.loads(json.dumps(dict(result)))
+        return value

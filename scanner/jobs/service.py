@@ -1,0 +1,80 @@
+"""Submitting jobs: validate the payload, record the job, then put its id on the queue."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from marshmallow import ValidationError
+
+from scanner.errors import ScannerError
+from scanner.jobs.store import Job, JobStore
+from scanner.jobs.types import JobType
+from scanner.queue import JobQueue
+
+log = logging.getLogger(__name__)
+
+
+class UnknownJobType(ScannerError):
+    """No loaded plugin provides a job type of that name."""
+
+
+class QueueUnavailable(ScannerError):
+    """The queue storage could not take the job; nothing was recorded."""
+
+
+class JobService:
+    def __init__(self, store: JobStore, queue: JobQueue, types: Mapping[str, JobType]) -> None:
+        self.store = store
+        self.queue = queue
+        self.types = types
+
+    def job_type(self, name: str) -> JobType:
+        try:
+            return self.types[name]
+        except KeyError:
+            known = ", ".join(sorted(self.types)) or "none"
+            raise UnknownJobType(f"unknown job type {name!r}; registered types: {known}") from None
+
+    def validate(self, type: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Check a payload against its type's schema; raises ``ValidationError``."""
+        loaded: dict[str, Any] = self.job_type(type).payload_schema.load(payload)
+        return loaded
+
+    def submit(
+        self,
+        type: str,
+        payload: Mapping[str, Any],
+        *,
+        priority: int | None = None,
+        timeout: float | None = None,
+        retries: int | None = None,
+        retry_delay: float | None = None,
+    ) -> Job:
+        """Record a job and queue it. Raises ``UnknownJobType`` or ``ValidationError``.
+
+        The row is written before the message so a consumer never sees an id it cannot find.
+        If the queue refuses the message the row is removed, so a client that got an error
+        never finds the job later.
+        """
+        job_type = self.job_type(type)
+        self.validate(type, payload)
+        job = self.store.create(
+            type,
+            dict(payload),
+            priority=job_type.priority if priority is None else priority,
+            timeout=job_type.timeout if timeout is None else timeout,
+            retries=job_type.retries if retries is None else retries,
+            retry_delay=job_type.retry_delay if retry_delay is None else retry_delay,
+        )
+        try:
+            self.queue.enqueue(job.id, priority=job.priority)
+        except Exception as exc:
+            self.store.delete(job.id)
+            log.exception("queue refused job %s", job.id)
+            raise QueueUnavailable(f"the job queue is unavailable: {exc}") from exc
+        return job
+
+
+__all__ = ["JobService", "QueueUnavailable", "UnknownJobType", "ValidationError"]

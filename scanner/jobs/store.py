@@ -1,0 +1,280 @@
+"""The job store: one row per job, the single source of truth for its state.
+
+Huey carries only job ids. Every change of state here is one conditional UPDATE, so two
+processes racing (a cancel and a claim, two consumers taking one message) cannot both win.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from scanner.db import write
+from scanner.errors import InvalidTransition, JobNotFound
+from scanner.jobs.states import TERMINAL, Status, sources
+from scanner.schema import consumers, jobs
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str
+    type: str
+    status: Status
+    payload: dict[str, Any]
+    progress: float | None
+    result: dict[str, Any] | None
+    error: str | None
+    attempts: int
+    retries: int
+    retry_delay: float
+    timeout: float | None
+    priority: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    next_attempt_at: datetime | None
+    cancel_requested_at: datetime | None
+    consumer: str | None
+
+    @property
+    def job_id(self) -> str:
+        return self.id
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @classmethod
+    def from_row(cls, row: sa.Row[Any]) -> Job:
+        values = row._asdict()
+        values["status"] = Status(values["status"])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    id: str
+    hostname: str
+    pid: int
+    job_types: list[str]
+    started_at: datetime
+    last_seen: datetime
+
+
+class JobStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create(
+        self,
+        type: str,
+        payload: dict[str, Any],
+        *,
+        retries: int = 0,
+        retry_delay: float = 0.0,
+        timeout: float | None = None,
+        priority: int = 0,
+    ) -> Job:
+        now = utcnow()
+        values: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "type": type,
+            "status": Status.PENDING.value,
+            "payload": payload,
+            "progress": None,
+            "result": None,
+            "error": None,
+            "attempts": 0,
+            "retries": retries,
+            "retry_delay": retry_delay,
+            "timeout": timeout,
+            "priority": priority,
+            "created_at": now,
+            "updated_at": now,
+            "started_at": None,
+            "finished_at": None,
+            "next_attempt_at": None,
+            "cancel_requested_at": None,
+            "consumer": None,
+        }
+        with write(self.engine) as conn:
+            conn.execute(jobs.insert().values(values))
+        values["status"] = Status.PENDING
+        return Job(**values)
+
+    def get(self, job_id: str) -> Job:
+        with self.engine.connect() as conn:
+            row = conn.execute(jobs.select().where(jobs.c.id == job_id)).first()
+        if row is None:
+            raise JobNotFound(f"no job has the id {job_id!r}")
+        return Job.from_row(row)
+
+    def list(
+        self,
+        *,
+        status: Iterable[Status] = (),
+        type: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[Job], int]:
+        """Jobs newest first, and how many match in all."""
+        where = []
+        statuses = [s.value for s in status]
+        if statuses:
+            where.append(jobs.c.status.in_(statuses))
+        if type is not None:
+            where.append(jobs.c.type == type)
+        query = (
+            jobs.select()
+            .where(*where)
+            .order_by(jobs.c.created_at.desc(), jobs.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        count = sa.select(sa.func.count()).select_from(jobs).where(*where)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+            total = conn.execute(count).scalar_one()
+        return [Job.from_row(r) for r in rows], total
+
+    def delete(self, job_id: str) -> None:
+        with write(self.engine) as conn:
+            conn.execute(jobs.delete().where(jobs.c.id == job_id))
+
+    def _move(
+        self, job_id: str, target: Status, *, only_from: Iterable[Status] = (), **values: Any
+    ) -> bool:
+        """Move a job to ``target`` if its state allows it; False when it did not."""
+        allowed = set(only_from) or sources(target)
+        query = (
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.status.in_([s.value for s in allowed]))
+            .values(status=target.value, updated_at=utcnow(), **values)
+        )
+        with write(self.engine) as conn:
+            return conn.execute(query).rowcount == 1
+
+    def claim(self, job_id: str, consumer: str) -> Job | None:
+        """Take a pending job to run it; None if it is not pending (cancelled, taken, gone)."""
+        now = utcnow()
+        claimed = self._move(
+            job_id,
+            Status.RUNNING,
+            attempts=jobs.c.attempts + 1,
+            started_at=now,
+            finished_at=None,
+            next_attempt_at=None,
+            progress=None,
+            consumer=consumer,
+        )
+        return self.get(job_id) if claimed else None
+
+    def finish(
+        self,
+        job_id: str,
+        status: Status,
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> bool:
+        assert status in TERMINAL
+        values: dict[str, Any] = {"finished_at": utcnow(), "result": result, "error": error}
+        if status is Status.COMPLETE:
+            values["progress"] = 1.0
+        return self._move(job_id, status, **values)
+
+    def retry_later(self, job_id: str, error: str, delay: float) -> bool:
+        """Hand a failed attempt back to the queue, to run again after ``delay`` seconds."""
+        return self._move(
+            job_id,
+            Status.PENDING,
+            error=error,
+            next_attempt_at=utcnow() + timedelta(seconds=delay),
+        )
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a pending job at once, or ask a running one to stop.
+
+        Raises ``InvalidTransition`` for a job that has already finished.
+        """
+        now = utcnow()
+        if self._move(job_id, Status.CANCELLED, only_from={Status.PENDING}, finished_at=now):
+            return self.get(job_id)
+        with write(self.engine) as conn:
+            asked = conn.execute(
+                jobs.update()
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.status == Status.RUNNING.value,
+                    jobs.c.cancel_requested_at.is_(None),
+                )
+                .values(cancel_requested_at=now, updated_at=now)
+            ).rowcount
+        job = self.get(job_id)
+        if job.terminal and not asked:
+            raise InvalidTransition(f"job {job_id} is already {job.status}")
+        return job
+
+    def report_progress(self, job_id: str, progress: float | None) -> bool:
+        """Record progress of a running job; True when the job should stop.
+
+        It should stop when a cancel was asked for, or when the job is no longer running here
+        (another consumer recovered it, say).
+        """
+        with write(self.engine) as conn:
+            row = conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.status == Status.RUNNING.value)
+                .values(progress=progress, updated_at=utcnow())
+                .returning(jobs.c.cancel_requested_at)
+            ).first()
+        return row is None or row.cancel_requested_at is not None
+
+    # Consumer heartbeats: how the web process knows a consumer is alive and what it runs.
+
+    def heartbeat(
+        self, consumer_id: str, hostname: str, pid: int, job_types: Sequence[str]
+    ) -> None:
+        now = utcnow()
+        with write(self.engine) as conn:
+            updated = conn.execute(
+                consumers.update()
+                .where(consumers.c.id == consumer_id)
+                .values(last_seen=now, job_types=sorted(job_types))
+            ).rowcount
+            if not updated:
+                conn.execute(
+                    consumers.insert().values(
+                        id=consumer_id,
+                        hostname=hostname,
+                        pid=pid,
+                        job_types=sorted(job_types),
+                        started_at=now,
+                        last_seen=now,
+                    )
+                )
+
+    def forget_consumer(self, consumer_id: str) -> None:
+        with write(self.engine) as conn:
+            conn.execute(consumers.delete().where(consumers.c.id == consumer_id))
+
+    def consumers(self, seen_within: float) -> list[Consumer]:
+        since = utcnow() - timedelta(seconds=seen_within)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                consumers.select()
+                .where(consumers.c.last_seen >= since)
+                .order_by(consumers.c.last_seen.desc())
+            ).all()
+        return [Consumer(**r._asdict()) for r in rows]

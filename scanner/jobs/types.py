@@ -1,0 +1,60 @@
+"""What a plugin registers: a named job type with its handler, payload schema and policy."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from marshmallow import Schema
+
+from scanner.errors import PluginError
+
+if TYPE_CHECKING:
+    from scanner.jobs.context import JobContext
+
+Handler = Callable[["JobContext", dict[str, Any]], Mapping[str, Any] | None]
+
+NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
+
+
+class EmptyPayload(Schema):
+    """The payload of a job type that takes none."""
+
+
+@dataclass(frozen=True)
+class JobType:
+    """A kind of job. ``handler(ctx, payload)`` runs it and returns its result (a dict) or None.
+
+    ``schema`` (a marshmallow ``Schema`` class or instance) checks the payload when the job is
+    submitted; the handler receives what it loads. ``timeout`` (seconds, None for none),
+    ``retries``, ``retry_delay`` (seconds, multiplied by ``retry_backoff`` after each failed
+    attempt) and ``priority`` (higher runs first) are the defaults for jobs of this type.
+    """
+
+    name: str
+    handler: Handler
+    schema: type[Schema] | Schema = EmptyPayload
+    description: str = ""
+    timeout: float | None = None
+    retries: int = 0
+    retry_delay: float = 0.0
+    retry_backoff: float = 2.0
+    priority: int = 0
+
+    def __post_init__(self) -> None:
+        if not NAME.match(self.name):
+            raise PluginError(
+                f"job type name {self.name!r} must be lower-case letters, digits, '_', '.' or '-'"
+            )
+        if self.retries < 0 or self.retry_delay < 0 or (self.timeout or 0) < 0:
+            raise PluginError(f"job type {self.name!r}: retries, delays and timeout must be >= 0")
+
+    @property
+    def payload_schema(self) -> Schema:
+        return self.schema() if isinstance(self.schema, type) else self.schema
+
+    def retry_delay_after(self, attempts: int) -> float:
+        """Seconds to wait before the next attempt, after ``attempts`` failed ones."""
+        return self.retry_delay * self.retry_backoff ** max(attempts - 1, 0)

@@ -1,0 +1,131 @@
+"""Plugin discovery: every plugin, built-in or third-party, comes through one entry-point group.
+
+A plugin that fails to import, or raises in a hook, is reported (logged and listed with its
+error) and the others go on; one broken package never takes the service down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from scanner.errors import PluginError
+from scanner.jobs.types import JobType
+from scanner.plugins import hookspecs
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "scanner.plugins"
+
+
+@dataclass
+class PluginInfo:
+    """What ``GET /plugins`` and ``scanner plugins`` show about one plugin."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    hooks: list[str] = field(default_factory=list)
+    job_types: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def status(self) -> str:
+        return "failed" if self.error else "loaded"
+
+
+class Plugins:
+    """The loaded plugins, what each provides, and what went wrong with which."""
+
+    def __init__(self, pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
+        self.pm = pm
+        self.infos = infos
+        self.job_types = self._collect_job_types()
+
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook
+
+    def call_each(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call a hook on each plugin separately, so one plugin's error spares the rest."""
+        results = []
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            args = {name: kwargs[name] for name in impl.argnames}
+            try:
+                results.append((impl.plugin_name, impl.function(**args)))
+            except Exception as exc:
+                self._fail(impl.plugin_name, f"{hook_name} raised {type(exc).__name__}: {exc}")
+        return results
+
+    def _fail(self, name: str, error: str) -> None:
+        log.error("plugin %s: %s", name, error)
+        info = self.infos.setdefault(name, PluginInfo(name))
+        info.error = error if info.error is None else f"{info.error}; {error}"
+
+    def _collect_job_types(self) -> dict[str, JobType]:
+        types: dict[str, JobType] = {}
+        for plugin, provided in self.call_each("scanner_job_types"):
+            for job_type in provided or ():
+                if not isinstance(job_type, JobType):
+                    self._fail(plugin, f"scanner_job_types returned {job_type!r}, not a JobType")
+                elif job_type.name in types:
+                    self._fail(plugin, f"job type {job_type.name!r} is already registered")
+                else:
+                    types[job_type.name] = job_type
+                    self.infos[plugin].job_types.append(job_type.name)
+        return types
+
+
+def _hook_names(plugin: object) -> list[str]:
+    return sorted(n for n in dir(plugin) if n.startswith("scanner_"))
+
+
+def get_plugin_manager(
+    *,
+    disabled: Iterable[str] = (),
+    extra: Iterable[tuple[str, ModuleType | object]] = (),
+    entry_point_group: str | None = ENTRY_POINT_GROUP,
+) -> Plugins:
+    """Build a fresh plugin manager: the installed plugins (less ``disabled``) plus ``extra``.
+
+    ``extra`` (name, module) pairs register plugins directly, for tests and embedding.
+    """
+    pm = pluggy.PluginManager("scanner")
+    pm.add_hookspecs(hookspecs)
+    infos: dict[str, PluginInfo] = {}
+    off = set(disabled)
+    eps: list[EntryPoint] = list(entry_points(group=entry_point_group)) if entry_point_group else []
+    for ep in sorted(eps, key=lambda e: e.name):
+        if ep.name in off:
+            log.info("plugin %s is disabled", ep.name)
+            continue
+        dist = ep.dist
+        info = PluginInfo(
+            ep.name,
+            distribution=dist.name if dist else None,
+            version=dist.version if dist else None,
+        )
+        infos[ep.name] = info
+        try:
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+        except Exception as exc:
+            info.error = f"could not be loaded: {type(exc).__name__}: {exc}"
+            log.error("plugin %s %s", ep.name, info.error)
+            continue
+        info.hooks = _hook_names(plugin)
+    for name, plugin in extra:
+        if name in off:
+            continue
+        try:
+            pm.register(plugin, name=name)
+        except (ValueError, pluggy.PluginValidationError) as exc:
+            raise PluginError(f"plugin {name}: {exc}") from exc
+        infos[name] = PluginInfo(name, hooks=_hook_names(plugin))
+    return Plugins(pm, infos)

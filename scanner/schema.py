@@ -1,0 +1,165 @@
+"""Tables of the application database, and the migrations that build them.
+
+The ``Table`` objects describe the newest schema and are what queries use. Migrations are
+frozen history: each one states its own DDL, so changing a table later means adding a
+migration, never editing one.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Dialect
+
+metadata = sa.MetaData()
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on SQLite (which keeps no zone) as on PostgreSQL."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("type", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("progress", sa.Float),
+    sa.Column("result", sa.JSON),
+    sa.Column("error", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("retries", sa.Integer, nullable=False),
+    sa.Column("retry_delay", sa.Float, nullable=False),
+    sa.Column("timeout", sa.Float),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Column("started_at", UtcDateTime()),
+    sa.Column("finished_at", UtcDateTime()),
+    sa.Column("next_attempt_at", UtcDateTime()),
+    sa.Column("cancel_requested_at", UtcDateTime()),
+    sa.Column("consumer", sa.String(200)),
+)
+
+consumers = sa.Table(
+    "consumers",
+    metadata,
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("hostname", sa.String(200), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("job_types", sa.JSON, nullable=False),
+    sa.Column("started_at", UtcDateTime(), nullable=False),
+    sa.Column("last_seen", UtcDateTime(), nullable=False),
+)
+
+videos = sa.Table(
+    "videos",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("path", sa.Text, nullable=False, unique=True),
+    sa.Column("filename", sa.Text, nullable=False),
+    sa.Column("file_size", sa.BigInteger, nullable=False),
+    sa.Column("mtime_ns", sa.BigInteger, nullable=False),
+    sa.Column("device", sa.BigInteger, nullable=False),
+    sa.Column("inode", sa.BigInteger, nullable=False),
+    sa.Column("duration_seconds", sa.Float),
+    sa.Column("width", sa.Integer),
+    sa.Column("height", sa.Integer),
+    sa.Column("frame_rate", sa.Float),
+    sa.Column("video_codec", sa.String(50)),
+    sa.Column("audio_codec", sa.String(50)),
+    sa.Column("container", sa.String(50)),
+    sa.Column("missing_since", UtcDateTime()),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+
+def _v1_initial(conn: Connection) -> None:
+    """Jobs, consumer heartbeats and videos."""
+    m = sa.MetaData()
+    sa.Table(
+        "jobs",
+        m,
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("type", sa.String(100), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("payload", sa.JSON, nullable=False),
+        sa.Column("progress", sa.Float),
+        sa.Column("result", sa.JSON),
+        sa.Column("error", sa.Text),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("retries", sa.Integer, nullable=False),
+        sa.Column("retry_delay", sa.Float, nullable=False),
+        sa.Column("timeout", sa.Float),
+        sa.Column("priority", sa.Integer, nullable=False),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("updated_at", UtcDateTime(), nullable=False),
+        sa.Column("started_at", UtcDateTime()),
+        sa.Column("finished_at", UtcDateTime()),
+        sa.Column("next_attempt_at", UtcDateTime()),
+        sa.Column("cancel_requested_at", UtcDateTime()),
+        sa.Column("consumer", sa.String(200)),
+        sa.Index("ix_jobs_created", "created_at"),
+        sa.Index("ix_jobs_status_created", "status", "created_at"),
+        sa.Index("ix_jobs_type_created", "type", "created_at"),
+    )
+    sa.Table(
+        "consumers",
+        m,
+        sa.Column("id", sa.String(200), primary_key=True),
+        sa.Column("hostname", sa.String(200), nullable=False),
+        sa.Column("pid", sa.Integer, nullable=False),
+        sa.Column("job_types", sa.JSON, nullable=False),
+        sa.Column("started_at", UtcDateTime(), nullable=False),
+        sa.Column("last_seen", UtcDateTime(), nullable=False),
+    )
+    sa.Table(
+        "videos",
+        m,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("path", sa.Text, nullable=False, unique=True),
+        sa.Column("filename", sa.Text, nullable=False),
+        sa.Column("file_size", sa.BigInteger, nullable=False),
+        sa.Column("mtime_ns", sa.BigInteger, nullable=False),
+        sa.Column("device", sa.BigInteger, nullable=False),
+        sa.Column("inode", sa.BigInteger, nullable=False),
+        sa.Column("duration_seconds", sa.Float),
+        sa.Column("width", sa.Integer),
+        sa.Column("height", sa.Integer),
+        sa.Column("frame_rate", sa.Float),
+        sa.Column("video_codec", sa.String(50)),
+        sa.Column("audio_codec", sa.String(50)),
+        sa.Column("container", sa.String(50)),
+        sa.Column("missing_since", UtcDateTime()),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("updated_at", UtcDateTime(), nullable=False),
+        sa.Index("ix_videos_filename", "filename"),
+        sa.Index("ix_videos_device_inode", "device", "inode"),
+    )
+    m.create_all(conn)
+
+
+MIGRATIONS = [_v1_initial]
