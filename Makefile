@@ -18,8 +18,9 @@ $(STAMP): setup.cfg pyproject.toml $(PLUGINS)
 	$(BIN)/python -m pip install --quiet -e '.[test]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	touch $@
 
+# honcho gives each Procfile process a PORT counted from this one: web gets 8000.
 run: install
-	$(BIN)/honcho start
+	PORT=$${PORT:-8000} $(BIN)/honcho start
 
 lint: install
 	$(BIN)/ruff check .

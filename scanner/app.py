@@ -5,14 +5,15 @@ from __future__ import annotations
 import hmac
 import logging
 from typing import Any
+
 import swagger_ui_bundle
 from flask import Flask, request, send_from_directory
 from flask.typing import ResponseReturnValue
-from flask_smorest import Api, abort
+from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
 from scanner import __version__
-from scanner.api import health, jobs, plugins
+from scanner.api import abort, health, jobs, plugins
 from scanner.config import Settings
 from scanner.services import Services, build_services
 
@@ -31,9 +32,7 @@ class ScannerApi(Api):  # type: ignore[misc]
         return payload, code, headers
 
 
-def create_app(
-    settings: Settings | None = None, *, services: Services | None = None
-) -> Flask:
+def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Flask:
     """The Flask app for ``settings`` (default: from SCANNER_* variables)."""
     if services is None:
         services = build_services(settings or Settings.from_env())

@@ -10,7 +10,24 @@ from pathlib import Path
 from scanner.errors import ConfigError
 
 DEFAULT_VIDEO_EXTENSIONS = frozenset(
-    "mp4 m4v mkv webm mov avi mpg mpeg ts m2ts mts wmv flv 3gp ogv vob".split()
+    [
+        "mp4",
+        "m4v",
+        "mkv",
+        "webm",
+        "mov",
+        "avi",
+        "mpg",
+        "mpeg",
+        "ts",
+        "m2ts",
+        "mts",
+        "wmv",
+        "flv",
+        "3gp",
+        "ogv",
+        "vob",
+    ]
 )
 
 
@@ -18,7 +35,7 @@ def _seconds(value: str, name: str) -> float:
     """Parse a duration such as ``30``, ``90s``, ``15m``, ``12h`` or ``7d`` into seconds."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     text = value.strip().lower()
-    factor = units.get(text[-1:], None)
+    factor = units.get(text[-1:])
     number = text[:-1] if factor else text
     try:
         seconds = float(number) * (factor or 1)
@@ -65,13 +82,11 @@ class Settings:
             )
             or DEFAULT_VIDEO_EXTENSIONS,
             job_retention_seconds=_seconds(
-                env.get("SCANNER_JOB_RETENTION", "7d"), "SCANNER_JOB_RETENTION"
+                env.get("SCANNER_JOB_RETENTION") or "7d", "SCANNER_JOB_RETENTION"
             ),
-            heartbeat_seconds=_seconds(
-                env.get("SCANNER_HEARTBEAT", "5s"), "SCANNER_HEARTBEAT"
-            ),
+            heartbeat_seconds=_seconds(env.get("SCANNER_HEARTBEAT") or "5s", "SCANNER_HEARTBEAT"),
             probe_timeout_seconds=_seconds(
-                env.get("SCANNER_PROBE_TIMEOUT", "10s"), "SCANNER_PROBE_TIMEOUT"
+                env.get("SCANNER_PROBE_TIMEOUT") or "10s", "SCANNER_PROBE_TIMEOUT"
             ),
             extra={k: v for k, v in env.items() if k.startswith("SCANNER_")},
         )

@@ -76,7 +76,9 @@ def schema_version(engine: Engine) -> int:
     with engine.connect() as conn:
         if not sa.inspect(conn).has_table("schema_version"):
             return 0
-        return int(conn.execute(sa.select(sa.func.max(schema.schema_version.c.version))).scalar() or 0)
+        return int(
+            conn.execute(sa.select(sa.func.max(schema.schema_version.c.version))).scalar() or 0
+        )
 
 
 def migrate(engine: Engine, migrations: list[Migration] | None = None) -> int:

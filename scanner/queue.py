@@ -30,13 +30,17 @@ def create_huey(url: str, *, name: str = QUEUE_NAME) -> Huey:
     if scheme == "sqlite":
         path = Path(make_url(url).database or "")
         if not path.name:
-            raise ConfigError(f"SCANNER_QUEUE_URL={url!r}: name a file, as in sqlite:///var/queue.db")
+            raise ConfigError(
+                f"SCANNER_QUEUE_URL={url!r}: name a file, as in sqlite:///var/queue.db"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         return SqliteHuey(name, filename=str(path), results=False, timeout=30)
     if scheme in ("redis", "rediss"):
         return RedisHuey(name, url=url, results=False)
     if scheme in ("postgresql", "postgres"):
-        return PostgresHuey(name, dsn=url.replace("postgresql+psycopg", "postgresql"), results=False)
+        return PostgresHuey(
+            name, dsn=url.replace("postgresql+psycopg", "postgresql"), results=False
+        )
     raise ConfigError(
         f"SCANNER_QUEUE_URL={url!r}: use sqlite:///path, redis://host:port/db or postgresql://..."
     )

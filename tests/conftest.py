@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -81,7 +82,9 @@ class ConsumerProcess:
                 args, env={**os.environ, **self.env}, cwd=REPO, stdout=log, stderr=log
             )
         wait_until(
-            lambda: self.log_path.exists() and b"Huey consumer started" in self.log_path.read_bytes(),
+            lambda: (
+                self.log_path.exists() and b"Huey consumer started" in self.log_path.read_bytes()
+            ),
             what="the consumer to start",
         )
         return self
@@ -123,3 +126,107 @@ def start_consumer(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[...
 @pytest.fixture
 def consumer(start_consumer: Callable[..., ConsumerProcess]) -> ConsumerProcess:
     return start_consumer()
+
+
+def procfile() -> dict[str, str]:
+    """The commands of the Procfile, by process type: tests run exactly what operators run."""
+    lines = (REPO / "Procfile").read_text().splitlines()
+    return dict(line.split(": ", 1) for line in lines if line.strip())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServiceProcess:
+    """A Procfile command (or honcho itself) run through /bin/sh, as honcho does."""
+
+    def __init__(self, command: str, env: dict[str, str], log_path: Path) -> None:
+        self.command = command
+        self.env = {**os.environ, **env, "PATH": f"{BIN}:{os.environ['PATH']}"}
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServiceProcess:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                ["/bin/sh", "-c", f"exec {self.command}"],
+                env=self.env,
+                cwd=REPO,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        os.killpg(self.proc.pid, sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait()
+
+
+@pytest.fixture
+def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+    started: list[ServiceProcess] = []
+
+    def start(command: str, env: dict[str, str]) -> ServiceProcess:
+        service = ServiceProcess(command, env, tmp_path / f"service-{len(started)}.log")
+        started.append(service)
+        return service.start()
+
+    yield start
+    for service in started:
+        service.stop(signal.SIGINT)
+
+
+def _unavailable(what: str, error: Exception) -> None:
+    """Scale-out tests need real servers: CI fails without them; a laptop may skip."""
+    message = f"{what} is not reachable ({error}); start it to run the scale-out tests"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+POSTGRES_ADMIN = os.environ.get(
+    "SCANNER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("SCANNER_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test, dropped afterwards."""
+    import psycopg
+
+    name = f"scanner_test_{os.getpid()}_{time.monotonic_ns()}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        _unavailable("PostgreSQL", exc)
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        base = POSTGRES_ADMIN.rsplit("/", 1)[0]
+        yield f"{base}/{name}"
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis database emptied before and after this test."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5)
+    try:
+        client.flushdb()
+    except redis.ConnectionError as exc:
+        _unavailable("Redis", exc)
+    yield REDIS_URL
+    client.flushdb()

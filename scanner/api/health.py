@@ -40,7 +40,7 @@ def create_blueprint(services: Services) -> Blueprint:
 
     def consumers() -> dict[str, Any]:
         window = settings.heartbeat_seconds * ALIVE_INTERVALS
-        alive = services.store.consumers(seen_within=window)
+        alive = services.store.live_consumers(seen_within=window)
         accepted = set(services.plugins.job_types)
         now = utcnow()
         return {

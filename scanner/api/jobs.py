@@ -7,10 +7,11 @@ from typing import Any
 
 from flask import url_for
 from flask.views import MethodView
-from flask_smorest import Api, Blueprint, abort
+from flask_smorest import Api, Blueprint
 from marshmallow import Schema, ValidationError, fields, validate
 from webargs.fields import DelimitedList
 
+from scanner.api import abort
 from scanner.errors import InvalidTransition, JobNotFound
 from scanner.jobs.service import QueueUnavailable, UnknownJobType
 from scanner.jobs.states import Status
@@ -102,7 +103,7 @@ def submit(services: Services, type: str, payload: dict[str, Any], **options: An
         )
     except QueueUnavailable as exc:
         abort(503, message=str(exc))
-    return job, 202, {"Location": url_for("jobs.Job", job_id=job.id)}
+    return job, 202, {"Location": url_for("jobs.JobItem", job_id=job.id)}
 
 
 def create_blueprint(services: Services, api: Api) -> Blueprint:
@@ -122,7 +123,7 @@ def create_blueprint(services: Services, api: Api) -> Blueprint:
         @blp.response(200, JobListSchema)
         def get(self, args: dict[str, Any]) -> dict[str, Any]:
             """List jobs, newest first, filtered by status and type."""
-            found, total = store.list(
+            found, total = store.list_jobs(
                 status=[Status(s) for s in args.get("status", [])],
                 type=args.get("type"),
                 limit=args["limit"],
@@ -137,7 +138,7 @@ def create_blueprint(services: Services, api: Api) -> Blueprint:
             return submit(services, body.pop("type"), body.pop("payload"), **body)
 
     @blp.route("/jobs/<job_id>")
-    class Job(MethodView):
+    class JobItem(MethodView):
         @blp.response(200, JobSchema)
         def get(self, job_id: str) -> Job:
             """One job, with live progress while it runs."""

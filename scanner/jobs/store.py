@@ -120,7 +120,7 @@ class JobStore:
             raise JobNotFound(f"no job has the id {job_id!r}")
         return Job.from_row(row)
 
-    def list(
+    def list_jobs(
         self,
         *,
         status: Iterable[Status] = (),
@@ -129,7 +129,7 @@ class JobStore:
         offset: int = 0,
     ) -> tuple[list[Job], int]:
         """Jobs newest first, and how many match in all."""
-        where = []
+        where: list[sa.ColumnElement[bool]] = []
         statuses = [s.value for s in status]
         if statuses:
             where.append(jobs.c.status.in_(statuses))
@@ -269,7 +269,7 @@ class JobStore:
         with write(self.engine) as conn:
             conn.execute(consumers.delete().where(consumers.c.id == consumer_id))
 
-    def consumers(self, seen_within: float) -> list[Consumer]:
+    def live_consumers(self, seen_within: float) -> list[Consumer]:
         since = utcnow() - timedelta(seconds=seen_within)
         with self.engine.connect() as conn:
             rows = conn.execute(

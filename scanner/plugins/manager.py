@@ -6,11 +6,11 @@ error) and the others go on; one broken package never takes the service down.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from types import ModuleType
 from typing import Any
 
 import pluggy
@@ -82,14 +82,40 @@ class Plugins:
         return types
 
 
+KNOWN_HOOKS = frozenset(n for n in dir(hookspecs) if n.startswith("scanner_"))
+
+
 def _hook_names(plugin: object) -> list[str]:
     return sorted(n for n in dir(plugin) if n.startswith("scanner_"))
+
+
+def _itself(plugin: object) -> object:
+    return plugin
+
+
+def _register(pm: pluggy.PluginManager, info: PluginInfo, load: Callable[[], object]) -> None:
+    """Load and register one plugin; on any error record it in ``info`` and go on."""
+    try:
+        plugin = load()
+        hooks = _hook_names(plugin)
+        unknown = sorted(set(hooks) - KNOWN_HOOKS)
+        if unknown:
+            raise PluginError(
+                f"implements unknown hooks {', '.join(unknown)}; "
+                f"known hooks: {', '.join(sorted(KNOWN_HOOKS))}"
+            )
+        pm.register(plugin, name=info.name)
+    except Exception as exc:
+        info.error = f"could not be loaded: {type(exc).__name__}: {exc}"
+        log.error("plugin %s %s", info.name, info.error)
+        return
+    info.hooks = hooks
 
 
 def get_plugin_manager(
     *,
     disabled: Iterable[str] = (),
-    extra: Iterable[tuple[str, ModuleType | object]] = (),
+    extra: Iterable[tuple[str, object]] = (),
     entry_point_group: str | None = ENTRY_POINT_GROUP,
 ) -> Plugins:
     """Build a fresh plugin manager: the installed plugins (less ``disabled``) plus ``extra``.
@@ -106,26 +132,14 @@ def get_plugin_manager(
             log.info("plugin %s is disabled", ep.name)
             continue
         dist = ep.dist
-        info = PluginInfo(
+        infos[ep.name] = PluginInfo(
             ep.name,
             distribution=dist.name if dist else None,
             version=dist.version if dist else None,
         )
-        infos[ep.name] = info
-        try:
-            plugin = ep.load()
-            pm.register(plugin, name=ep.name)
-        except Exception as exc:
-            info.error = f"could not be loaded: {type(exc).__name__}: {exc}"
-            log.error("plugin %s %s", ep.name, info.error)
-            continue
-        info.hooks = _hook_names(plugin)
+        _register(pm, infos[ep.name], ep.load)
     for name, plugin in extra:
-        if name in off:
-            continue
-        try:
-            pm.register(plugin, name=name)
-        except (ValueError, pluggy.PluginValidationError) as exc:
-            raise PluginError(f"plugin {name}: {exc}") from exc
-        infos[name] = PluginInfo(name, hooks=_hook_names(plugin))
+        if name not in off:
+            infos[name] = PluginInfo(name)
+            _register(pm, infos[name], functools.partial(_itself, plugin))
     return Plugins(pm, infos)

@@ -1,0 +1,79 @@
+"""The service as operators run it: the Procfile's processes, over real HTTP."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+
+import requests
+
+from conftest import ServiceProcess, free_port, procfile, wait_until
+
+
+def http_up(base: str) -> bool:
+    try:
+        return requests.get(f"{base}/api/v1/health", timeout=5).ok
+    except requests.RequestException:
+        return False
+
+
+def test_make_run_serves_and_runs_jobs(
+    env: dict[str, str], start_service: Callable[..., ServiceProcess]
+) -> None:
+    port = free_port()
+    start_service("honcho start", {**env, "PORT": str(port)})
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: http_up(base), timeout=30, what="the web process")
+    health = wait_until(
+        lambda: (
+            (h := requests.get(f"{base}/api/v1/health", timeout=5).json())["status"] == "ok" and h
+        ),
+        timeout=30,
+        what="a consumer heartbeat",
+    )
+    assert health["consumers"]["alive"] == 1
+    response = requests.post(
+        f"{base}/api/v1/jobs", json={"type": "echo", "payload": {"text": "over http"}}, timeout=5
+    )
+    assert response.status_code == 202
+    job = requests.get(f"{base}{response.headers['Location']}/wait?timeout=15", timeout=20).json()
+    assert job["status"] == "complete" and job["result"]["echo"] == "over http"
+    html = requests.get(f"{base}/api/v1/jobs/nope", timeout=5)
+    assert html.status_code == 404 and html.headers["Content-Type"] == "application/json"
+
+
+def test_jobs_submitted_while_no_consumer_runs_survive_a_web_restart(
+    env: dict[str, str], start_service: Callable[..., ServiceProcess]
+) -> None:
+    port = free_port()
+    commands = procfile()
+    web_env = {**env, "PORT": str(port)}
+    base = f"http://127.0.0.1:{port}"
+    web = start_service(commands["web"], web_env)
+    wait_until(lambda: http_up(base), timeout=30, what="the web process")
+    ids = []
+    for n in range(50):
+        response = requests.post(
+            f"{base}/api/v1/jobs", json={"type": "echo", "payload": {"text": str(n)}}, timeout=5
+        )
+        assert response.status_code == 202
+        ids.append(response.json()["job_id"])
+    assert web.stop(signal.SIGTERM) == 0
+    assert not http_up(base)
+
+    start_service(commands["web"], web_env)
+    wait_until(lambda: http_up(base), timeout=30, what="the web process to come back")
+    pending = requests.get(f"{base}/api/v1/jobs?status=pending&limit=100", timeout=5).json()
+    assert pending["total"] == 50
+
+    start_service(commands["worker"], env)
+    wait_until(
+        lambda: (
+            requests.get(f"{base}/api/v1/jobs?status=complete", timeout=5).json()["total"] == 50
+        ),
+        timeout=60,
+        what="all 50 jobs to complete",
+    )
+    for n, job_id in enumerate(ids):
+        job = requests.get(f"{base}/api/v1/jobs/{job_id}", timeout=5).json()
+        assert job["status"] == "complete" and job["result"]["echo"] == str(n)

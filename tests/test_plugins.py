@@ -1,0 +1,90 @@
+"""Plugin discovery through real entry points, and isolation of broken plugins."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from scanner import JobType, hookimpl
+from scanner.errors import PluginError
+from scanner.plugins.manager import get_plugin_manager
+
+
+def handler(ctx: Any, payload: dict[str, Any]) -> None:
+    return None
+
+
+def plugin(**hooks: Any) -> SimpleNamespace:
+    return SimpleNamespace(**{name: hookimpl(fn) for name, fn in hooks.items()})
+
+
+def test_installed_plugins_are_found_through_entry_points() -> None:
+    plugins = get_plugin_manager()
+    info = plugins.infos["diagnostics"]
+    assert info.distribution == "scanner-diagnostics"
+    assert info.version == "0.1.0"
+    assert info.status == "loaded"
+    assert info.hooks == ["scanner_job_types"]
+    assert {"echo", "sleep", "fail", "noop"} <= set(plugins.job_types)
+    assert info.job_types == ["echo", "sleep", "fail", "noop"]
+
+
+def test_disabled_plugins_are_not_loaded() -> None:
+    plugins = get_plugin_manager(disabled=["diagnostics"])
+    assert "diagnostics" not in plugins.infos
+    assert "echo" not in plugins.job_types
+
+
+def test_duplicate_job_type_is_refused_and_reported(caplog: pytest.LogCaptureFixture) -> None:
+    dupe = plugin(scanner_job_types=lambda: [JobType("echo", handler)])
+    with caplog.at_level(logging.ERROR):
+        plugins = get_plugin_manager(extra=[("zz-dupe", dupe)])
+    assert plugins.job_types["echo"].handler is not handler
+    assert plugins.infos["zz-dupe"].status == "failed"
+    assert "job type 'echo' is already registered" in (plugins.infos["zz-dupe"].error or "")
+    assert "plugin zz-dupe" in caplog.text
+
+
+def test_a_hook_that_raises_spares_the_other_plugins() -> None:
+    def broken() -> list[JobType]:
+        raise RuntimeError("boom")
+
+    plugins = get_plugin_manager(extra=[("broken", plugin(scanner_job_types=broken))])
+    assert plugins.infos["broken"].error == "scanner_job_types raised RuntimeError: boom"
+    assert "echo" in plugins.job_types
+
+
+def test_a_hook_returning_something_else_is_reported() -> None:
+    odd = plugin(scanner_job_types=lambda: ["not a job type"])
+    plugins = get_plugin_manager(extra=[("odd", odd)], entry_point_group=None)
+    assert plugins.job_types == {}
+    assert "returned 'not a job type', not a JobType" in (plugins.infos["odd"].error or "")
+
+
+def test_a_plugin_with_an_unknown_hook_is_refused_and_reported() -> None:
+    typo = plugin(scanner_job_type=lambda: [JobType("typo", handler)])
+    plugins = get_plugin_manager(extra=[("typo", typo)])
+    assert "unknown hooks scanner_job_type" in (plugins.infos["typo"].error or "")
+    assert "typo" not in plugins.job_types
+    assert "echo" in plugins.job_types
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "Bad Name"}, "must be lower-case"),
+        ({"name": "ok", "retries": -1}, "must be >= 0"),
+        ({"name": "ok", "timeout": -1.0}, "must be >= 0"),
+    ],
+)
+def test_job_type_checks_its_settings(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(PluginError, match=message):
+        JobType(handler=handler, **kwargs)
+
+
+def test_retry_delay_backs_off() -> None:
+    job_type = JobType("x", handler, retry_delay=2.0, retry_backoff=3.0)
+    assert [job_type.retry_delay_after(n) for n in (1, 2, 3)] == [2.0, 6.0, 18.0]
