@@ -13,7 +13,7 @@ from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
 from scanner import __version__
-from scanner.api import abort, health, jobs, plugins
+from scanner.api import abort, health, jobs, plugins, videos
 from scanner.config import Settings
 from scanner.services import Services, build_services
 
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         jobs.create_blueprint(services, api),
         plugins.create_blueprint(services),
         health.create_blueprint(services),
+        videos.create_blueprint(services),
     ):
         api.register_blueprint(blueprint, url_prefix=API_PREFIX)
 

@@ -32,7 +32,7 @@ def build_services(settings: Settings, plugins: Plugins | None = None) -> Servic
     store = JobStore(engine)
     queue = JobQueue(create_huey(settings.queue_url))
     if plugins is None:
-        plugins = get_plugin_manager(disabled=settings.disabled_plugins)
+        plugins = get_plugin_manager(settings, disabled=settings.disabled_plugins)
     return Services(
         settings=settings,
         engine=engine,

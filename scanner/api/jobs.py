@@ -89,17 +89,36 @@ class JobTypeListSchema(Schema):
     job_types = fields.List(fields.Nested(JobTypeSchema))
 
 
-def submit(services: Services, type: str, payload: dict[str, Any], **options: Any) -> Any:
-    """Submit a job and answer 202 with a Location, or abort with a clear 4xx/503."""
+def _first(messages: Any) -> str:
+    """The first error message in marshmallow's nested messages, for the one-line summary."""
+    while isinstance(messages, dict | list) and messages:
+        messages = next(iter(messages.values())) if isinstance(messages, dict) else messages[0]
+    return str(messages)
+
+
+def submit(
+    services: Services,
+    type: str,
+    payload: dict[str, Any],
+    *,
+    errors_at: str | None = "payload",
+    **options: Any,
+) -> Any:
+    """Submit a job and answer 202 with a Location, or abort with a clear 4xx/503.
+
+    Payload field errors are reported under ``errors_at`` in the request body (``None``: the
+    payload is the body itself).
+    """
     try:
         job = services.jobs.submit(type, payload, **options)
     except UnknownJobType as exc:
         abort(422, message=str(exc), errors={"json": {"type": [str(exc)]}})
     except ValidationError as exc:
+        where = exc.messages if errors_at is None else {errors_at: exc.messages}
         abort(
             422,
-            message=f"the payload does not fit the {type!r} job type",
-            errors={"json": {"payload": exc.messages}},
+            message=f"the payload does not fit the {type!r} job type: {_first(exc.messages)}",
+            errors={"json": where},
         )
     except QueueUnavailable as exc:
         abort(503, message=str(exc))

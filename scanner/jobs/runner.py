@@ -26,6 +26,15 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _flatten(messages: Any, where: str = "") -> str:
+    """Marshmallow's nested error messages as one line: ``path: /x does not exist``."""
+    if isinstance(messages, dict):
+        return "; ".join(_flatten(v, f"{where}{k}.") for k, v in messages.items())
+    if isinstance(messages, list):
+        return "; ".join(_flatten(m, where) for m in messages)
+    return f"{where.rstrip('.')}: {messages}" if where else str(messages)
+
+
 class Runner:
     """Executes job ids taken from the queue. One per consumer, shared by its workers."""
 
@@ -62,7 +71,7 @@ class Runner:
         except (JobTimedOut, TaskTimeout):
             store.finish(job.id, Status.TIMEOUT, error=f"timed out after {job.timeout:g}s")
         except ValidationError as exc:
-            store.finish(job.id, Status.FAILED, error=f"invalid payload: {exc.messages}")
+            store.finish(job.id, Status.FAILED, error=f"invalid payload: {_flatten(exc.messages)}")
         except Exception as exc:
             log.exception("job %s (%s) failed on attempt %d", job.id, job.type, job.attempts)
             self._failed(job, _describe(exc), job_type.retry_delay_after(job.attempts))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from scanner.config import Settings
     from scanner.jobs.types import JobType
 
 hookspec = pluggy.HookspecMarker("scanner")
@@ -18,11 +19,12 @@ hookimpl = pluggy.HookimplMarker("scanner")
 
 
 @hookspec
-def scanner_job_types() -> list[JobType]:  # type: ignore[empty-body]
+def scanner_job_types(settings: Settings) -> list[JobType]:  # type: ignore[empty-body]
     """Return the job types this plugin provides, as a list of ``JobType``.
 
     Called once when the web process and each consumer start; both must see the same set.
-    A name already taken by another plugin is refused and reported, the first one kept.
+    ``settings`` (optional to accept) is the process's configuration. A name already taken
+    by another plugin is refused and reported, the first one kept.
     """
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pluggy
 
+from scanner.config import Settings
 from scanner.errors import PluginError
 from scanner.jobs.types import JobType
 from scanner.plugins import hookspecs
@@ -43,10 +44,12 @@ class PluginInfo:
 class Plugins:
     """The loaded plugins, what each provides, and what went wrong with which."""
 
-    def __init__(self, pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
+    def __init__(
+        self, pm: pluggy.PluginManager, infos: dict[str, PluginInfo], settings: Settings
+    ) -> None:
         self.pm = pm
         self.infos = infos
-        self.job_types = self._collect_job_types()
+        self.job_types = self._collect_job_types(settings)
 
     @property
     def hook(self) -> Any:
@@ -68,9 +71,9 @@ class Plugins:
         info = self.infos.setdefault(name, PluginInfo(name))
         info.error = error if info.error is None else f"{info.error}; {error}"
 
-    def _collect_job_types(self) -> dict[str, JobType]:
+    def _collect_job_types(self, settings: Settings) -> dict[str, JobType]:
         types: dict[str, JobType] = {}
-        for plugin, provided in self.call_each("scanner_job_types"):
+        for plugin, provided in self.call_each("scanner_job_types", settings=settings):
             for job_type in provided or ():
                 if not isinstance(job_type, JobType):
                     self._fail(plugin, f"scanner_job_types returned {job_type!r}, not a JobType")
@@ -113,12 +116,13 @@ def _register(pm: pluggy.PluginManager, info: PluginInfo, load: Callable[[], obj
 
 
 def get_plugin_manager(
+    settings: Settings,
     *,
     disabled: Iterable[str] = (),
     extra: Iterable[tuple[str, object]] = (),
     entry_point_group: str | None = ENTRY_POINT_GROUP,
 ) -> Plugins:
-    """Build a fresh plugin manager: the installed plugins (less ``disabled``) plus ``extra``.
+    """A fresh plugin manager: the installed plugins (less ``disabled``) plus ``extra``.
 
     ``extra`` (name, module) pairs register plugins directly, for tests and embedding.
     """
@@ -142,4 +146,4 @@ def get_plugin_manager(
         if name not in off:
             infos[name] = PluginInfo(name)
             _register(pm, infos[name], functools.partial(_itself, plugin))
-    return Plugins(pm, infos)
+    return Plugins(pm, infos, settings)

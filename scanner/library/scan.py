@@ -1,0 +1,236 @@
+"""The scan: walk a root, probe what is new or changed, and bring the library in step.
+
+Unchanged files (same size and modification time) cost one ``stat`` and a dict lookup: the
+library's rows under the root are read in one query and compared in memory. Files to probe
+are read on a thread pool (PyAV releases the GIL while FFmpeg parses) while this thread
+writes results in batches, one short transaction per batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from typing import Any
+
+from scanner.errors import ProbeError, ScanRootError
+from scanner.jobs.store import utcnow
+from scanner.library.probe import VideoInfo, probe
+from scanner.library.store import Known, VideoStore
+from scanner.library.walk import FoundFile, WalkError, walk
+
+BATCH = 500  # rows per write transaction
+FINGERPRINT_BLOCK = 64 * 1024
+MAX_ERRORS = 1000  # listed in the result; the count goes on past it
+
+
+def fingerprint(path: str, size: int) -> str:
+    """A hash of a file's size, first and last blocks: recognises a file that was moved."""
+    digest = hashlib.blake2b(str(size).encode(), digest_size=16)
+    with open(path, "rb") as f:
+        digest.update(f.read(FINGERPRINT_BLOCK))
+        if size > FINGERPRINT_BLOCK:
+            f.seek(max(size - FINGERPRINT_BLOCK, FINGERPRINT_BLOCK))
+            digest.update(f.read(FINGERPRINT_BLOCK))
+    return digest.hexdigest()
+
+
+def display_path(path: str) -> str:
+    """A path as people and JSON see it: bytes that are not UTF-8 shown as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+@dataclass
+class ScanResult:
+    scanned: int = 0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    moved: int = 0
+    errors: list[dict[str, str]] = field(default_factory=list)
+    error_count: int = 0
+
+    def error(self, path: str, reason: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append({"path": display_path(path), "error": reason})
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Probed = tuple[FoundFile, "VideoInfo | str", "str | None"]
+
+
+def check_root(path: str, allowed_roots: tuple[str, ...] = ()) -> str:
+    """The resolved root to scan, or ``ScanRootError`` saying why it cannot be scanned."""
+    if "\0" in path:
+        raise ScanRootError("the path contains a NUL byte")
+    if not os.path.isabs(path):
+        raise ScanRootError(f"{path!r} is not an absolute path")
+    real = os.path.realpath(path)
+    if allowed_roots and not any(
+        real == root or real.startswith(root.rstrip("/") + "/") for root in allowed_roots
+    ):
+        raise ScanRootError(
+            f"{path} is outside the allowed roots ({', '.join(allowed_roots)}); "
+            "see SCANNER_ALLOWED_ROOTS"
+        )
+    if not os.path.exists(real):
+        raise ScanRootError(f"{path} does not exist (is the drive mounted?)")
+    if not os.path.isdir(real):
+        raise ScanRootError(f"{path} is not a directory")
+    if not os.access(real, os.R_OK | os.X_OK):
+        raise ScanRootError(f"{path} cannot be read by this process")
+    try:
+        os.scandir(real).close()
+    except OSError as exc:
+        raise ScanRootError(f"{path} cannot be read: {exc.strerror}") from exc
+    return real
+
+
+class Scanner:
+    """One scan of one root. ``progress(done, total)`` may raise to stop it (cancel)."""
+
+    def __init__(
+        self,
+        store: VideoStore,
+        *,
+        extensions: frozenset[str],
+        probe_timeout: float = 10.0,
+        workers: int | None = None,
+        progress: Callable[[int, int], None] = lambda done, total: None,
+    ) -> None:
+        self.store = store
+        self.extensions = extensions
+        self.probe_timeout = probe_timeout
+        self.workers = workers or os.cpu_count() or 2
+        self.progress = progress
+
+    def scan(self, root: str, *, recursive: bool = True) -> ScanResult:
+        result = ScanResult()
+        found = self._walk(root, recursive, result)
+        known = self.store.snapshot(root)
+        seen: set[str] = set()
+        to_probe: list[tuple[FoundFile, Known | None]] = []
+        for f in found:
+            seen.add(f.path)
+            k = known.get(f.path)
+            if k and not k.missing and k.size == f.size and k.mtime_ns == f.mtime_ns:
+                result.unchanged += 1
+            else:
+                to_probe.append((f, k))
+        result.scanned = len(found)
+        vanished = {
+            path: k
+            for path, k in known.items()
+            if path not in seen and not k.missing and (recursive or os.path.dirname(path) == root)
+        }
+        self._probe_and_write(to_probe, vanished, result, done=result.unchanged)
+        self.progress(len(found), len(found))
+        result.removed = self.store.mark_missing(k.id for k in vanished.values())
+        return result
+
+    def _walk(self, root: str, recursive: bool, result: ScanResult) -> list[FoundFile]:
+        def on_error(e: WalkError) -> None:
+            result.error(e.path, e.error)
+
+        found = []
+        for n, f in enumerate(walk(root, self.extensions, recursive=recursive, on_error=on_error)):
+            if n % 1000 == 0:
+                self.progress(0, 1)  # lets a cancel stop a long walk
+            try:
+                f.path.encode("utf-8")
+            except UnicodeEncodeError:
+                result.error(f.path, "the file name is not valid UTF-8; rename it to scan it")
+                continue
+            found.append(f)
+        return found
+
+    def _inspect(self, f: FoundFile) -> Probed:
+        try:
+            info: VideoInfo | str = probe(f.path, timeout=self.probe_timeout)
+            return f, info, fingerprint(f.path, f.size)
+        except ProbeError as exc:
+            return f, str(exc), None
+        except OSError as exc:
+            return f, f"unreadable: {exc.strerror or exc}", None
+
+    def _probed(self, files: list[FoundFile]) -> Iterator[Probed]:
+        if len(files) < 2 or self.workers < 2:
+            yield from map(self._inspect, files)
+            return
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="probe")
+        try:
+            # A bounded look-ahead keeps memory flat however many files there are.
+            remaining = iter(files)
+            first = islice(remaining, self.workers * 8)
+            ahead = deque(pool.submit(self._inspect, f) for f in first)
+            while ahead:
+                result = ahead.popleft().result()
+                for f in islice(remaining, 1):
+                    ahead.append(pool.submit(self._inspect, f))
+                yield result
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+    def _probe_and_write(
+        self,
+        to_probe: list[tuple[FoundFile, Known | None]],
+        vanished: dict[str, Known],
+        result: ScanResult,
+        done: int,
+    ) -> None:
+        by_inode = {(k.device, k.inode): path for path, k in vanished.items()}
+        by_print: dict[tuple[int, str | None], str] = {
+            (k.size, k.fingerprint): path for path, k in vanished.items() if k.fingerprint
+        }
+        known_of = {f.path: k for f, k in to_probe}
+        total = done + len(to_probe)
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for f, info, print_ in self._probed([f for f, _ in to_probe]):
+            done += 1
+            if isinstance(info, str):
+                result.error(f.path, info)
+            else:
+                now = utcnow()
+                row = self._row(f, info, print_, now)
+                k = known_of[f.path]
+                if k is None:
+                    moved_from = by_inode.get((f.device, f.inode)) or by_print.get((f.size, print_))
+                    if moved_from is not None and moved_from in vanished:
+                        k = vanished.pop(moved_from)
+                        result.moved += 1
+                if k is None:
+                    inserts.append({**row, "created_at": now})
+                    result.new += 1
+                else:
+                    updates.append({**row, "_id": k.id, "path": f.path})
+                    if known_of[f.path] is not None:
+                        result.updated += 1
+            if len(inserts) + len(updates) >= BATCH:
+                self.store.write_batch(inserts, updates)
+                inserts, updates = [], []
+            self.progress(done, total)
+        self.store.write_batch(inserts, updates)
+
+    @staticmethod
+    def _row(f: FoundFile, info: VideoInfo, print_: str | None, now: Any) -> dict[str, Any]:
+        return {
+            "path": f.path,
+            "filename": os.path.basename(f.path),
+            "file_size": f.size,
+            "mtime_ns": f.mtime_ns,
+            "device": f.device,
+            "inode": f.inode,
+            "fingerprint": print_,
+            "missing_since": None,
+            "updated_at": now,
+            **asdict(info),
+        }

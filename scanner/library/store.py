@@ -1,0 +1,129 @@
+"""The videos table: bulk reads and batched writes for scans, lookups for the API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from scanner.db import write
+from scanner.jobs.store import utcnow
+from scanner.schema import videos
+
+SORTABLE = ("path", "filename", "file_size", "duration_seconds", "created_at", "updated_at", "id")
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What a scan needs to know about a video already in the library."""
+
+    id: int
+    size: int
+    mtime_ns: int
+    device: int
+    inode: int
+    fingerprint: str | None
+    missing: bool
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class VideoStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def snapshot(self, root: str) -> dict[str, Known]:
+        """Every video at or below ``root``, by path, in one query."""
+        prefix = _escape_like(root.rstrip("/") + "/") + "%"
+        query = sa.select(
+            videos.c.path,
+            videos.c.id,
+            videos.c.file_size,
+            videos.c.mtime_ns,
+            videos.c.device,
+            videos.c.inode,
+            videos.c.fingerprint,
+            videos.c.missing_since.is_not(None),
+        ).where(videos.c.path.like(prefix, escape="\\"))
+        with self.engine.connect() as conn:
+            return {row[0]: Known(*row[1:]) for row in conn.execute(query)}
+
+    def _upsert(self) -> Any:
+        """An INSERT that updates the row already holding the path (another scan won)."""
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        insert = dialect.insert(videos)
+        keep = {"id", "path", "created_at"}
+        return insert.on_conflict_do_update(
+            index_elements=[videos.c.path],
+            set_={c.name: insert.excluded[c.name] for c in videos.c if c.name not in keep},
+        )
+
+    def write_batch(
+        self, inserts: Sequence[dict[str, Any]], updates: Sequence[dict[str, Any]]
+    ) -> None:
+        """Insert new videos and update known ones (by ``id``) in one short transaction."""
+        with write(self.engine) as conn:
+            if inserts:
+                conn.execute(self._upsert(), list(inserts))
+            if updates:
+                stmt = (
+                    videos.update()
+                    .where(videos.c.id == sa.bindparam("_id"))
+                    .values({k: sa.bindparam(k) for k in updates[0] if k != "_id"})
+                )
+                conn.execute(stmt, list(updates))
+
+    def mark_missing(self, ids: Iterable[int], when: datetime | None = None) -> int:
+        when = when or utcnow()
+        ids = list(ids)
+        with write(self.engine) as conn:
+            for start in range(0, len(ids), 500):
+                conn.execute(
+                    videos.update()
+                    .where(videos.c.id.in_(ids[start : start + 500]))
+                    .values(missing_since=when, updated_at=when)
+                )
+        return len(ids)
+
+    # For the API.
+
+    def search(
+        self,
+        *,
+        q: str | None = None,
+        sort: str = "path",
+        limit: int = 50,
+        offset: int = 0,
+        include_missing: bool = False,
+    ) -> tuple[list[dict[str, Any]], int]:
+        where: list[sa.ColumnElement[bool]] = []
+        if not include_missing:
+            where.append(videos.c.missing_since.is_(None))
+        if q:
+            where.append(videos.c.path.ilike(f"%{_escape_like(q)}%", escape="\\"))
+        column = videos.c[sort.lstrip("-")]
+        order = column.desc() if sort.startswith("-") else column.asc()
+        query = (
+            videos.select().where(*where).order_by(order, videos.c.id).limit(limit).offset(offset)
+        )
+        count = sa.select(sa.func.count()).select_from(videos).where(*where)
+        with self.engine.connect() as conn:
+            rows = [r._asdict() for r in conn.execute(query)]
+            total = conn.execute(count).scalar_one()
+        return rows, total
+
+    def get(self, video_id: int) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(videos.select().where(videos.c.id == video_id)).first()
+        return None if row is None else row._asdict()
+
+    def delete(self, video_id: int) -> bool:
+        with write(self.engine) as conn:
+            return conn.execute(videos.delete().where(videos.c.id == video_id)).rowcount == 1

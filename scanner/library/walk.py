@@ -1,0 +1,84 @@
+"""Finding video files under a root: ``os.scandir``, symlinks kept inside the root, no loops."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FoundFile:
+    path: str
+    size: int
+    mtime_ns: int
+    device: int
+    inode: int
+
+
+@dataclass(frozen=True, slots=True)
+class WalkError:
+    path: str
+    error: str
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def walk(
+    root: str,
+    extensions: frozenset[str],
+    *,
+    recursive: bool = True,
+    on_error: Callable[[WalkError], None] = lambda e: None,
+) -> Iterator[FoundFile]:
+    """Yield every file under ``root`` whose extension (lower-cased) is in ``extensions``.
+
+    ``root`` must be an absolute, resolved directory path. A symbolic link is followed only
+    when its target lies inside ``root``; each directory is entered once, so a link back up
+    the tree cannot loop. A directory that cannot be read is reported through ``on_error``
+    and skipped; the walk goes on.
+    """
+    real_root = os.path.realpath(root)
+    seen_dirs: set[tuple[int, int]] = set()
+    pending = [root]
+    while pending:
+        directory = pending.pop()
+        try:
+            st = os.stat(directory)
+            if (st.st_dev, st.st_ino) in seen_dirs:
+                continue
+            seen_dirs.add((st.st_dev, st.st_ino))
+            with os.scandir(directory) as entries:
+                listing = list(entries)
+        except OSError as exc:
+            on_error(WalkError(directory, f"cannot read directory: {exc.strerror or exc}"))
+            continue
+        subdirs = []
+        for entry in listing:
+            try:
+                if entry.is_symlink():
+                    target = os.path.realpath(entry.path)
+                    if not _inside(target, real_root):
+                        continue  # never leave the scanned tree through a link
+                    is_dir = os.path.isdir(target)
+                else:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                if is_dir:
+                    if recursive:
+                        subdirs.append(entry.path)
+                    continue
+                dot = entry.name.rfind(".")
+                if dot < 0 or entry.name[dot + 1 :].lower() not in extensions:
+                    continue
+                st = entry.stat()  # follows a link, whose target is known to be inside
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+            except OSError as exc:
+                on_error(WalkError(entry.path, f"cannot stat: {exc.strerror or exc}"))
+                continue
+            yield FoundFile(entry.path, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+        # Depth-first in name order keeps the walk (and its progress) stable between runs.
+        pending.extend(sorted(subdirs, reverse=True))
