@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import Any
 
-from scanner.errors import ProbeError, ScanRootError
+from scanner.errors import JobInterrupted, ProbeError, ScanRootError
 from scanner.jobs.store import utcnow
 from scanner.library.probe import VideoInfo, probe
 from scanner.library.store import Known, VideoStore
@@ -194,30 +194,36 @@ class Scanner:
         total = done + len(to_probe)
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
-        for f, info, print_ in self._probed([f for f, _ in to_probe]):
-            done += 1
-            if isinstance(info, str):
-                result.error(f.path, info)
-            else:
-                now = utcnow()
-                row = self._row(f, info, print_, now)
-                k = known_of[f.path]
-                if k is None:
-                    moved_from = by_inode.get((f.device, f.inode)) or by_print.get((f.size, print_))
-                    if moved_from is not None and moved_from in vanished:
-                        k = vanished.pop(moved_from)
-                        result.moved += 1
-                if k is None:
-                    inserts.append({**row, "created_at": now})
-                    result.new += 1
+        try:
+            for f, info, print_ in self._probed([f for f, _ in to_probe]):
+                done += 1
+                if isinstance(info, str):
+                    result.error(f.path, info)
                 else:
-                    updates.append({**row, "_id": k.id, "path": f.path})
-                    if known_of[f.path] is not None:
-                        result.updated += 1
-            if len(inserts) + len(updates) >= BATCH:
-                self.store.write_batch(inserts, updates)
-                inserts, updates = [], []
-            self.progress(done, total)
+                    now = utcnow()
+                    row = self._row(f, info, print_, now)
+                    k = known_of[f.path]
+                    if k is None:
+                        moved_from = by_inode.get((f.device, f.inode)) or by_print.get(
+                            (f.size, print_)
+                        )
+                        if moved_from is not None and moved_from in vanished:
+                            k = vanished.pop(moved_from)
+                            result.moved += 1
+                    if k is None:
+                        inserts.append({**row, "created_at": now})
+                        result.new += 1
+                    else:
+                        updates.append({**row, "_id": k.id, "path": f.path})
+                        if known_of[f.path] is not None:
+                            result.updated += 1
+                if len(inserts) + len(updates) >= BATCH:
+                    self.store.write_batch(inserts, updates)
+                    inserts, updates = [], []
+                self.progress(done, total)
+        except JobInterrupted:
+            self.store.write_batch(inserts, updates)  # keep what was read before the stop
+            raise
         self.store.write_batch(inserts, updates)
 
     @staticmethod
