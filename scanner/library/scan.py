@@ -21,7 +21,7 @@ from scanner.errors import JobInterrupted, ProbeError, ScanRootError
 from scanner.jobs.store import utcnow
 from scanner.library.probe import VideoInfo, probe
 from scanner.library.store import Known, VideoStore
-from scanner.library.walk import FoundFile, WalkError, walk
+from scanner.library.walk import FoundFile, walk
 
 BATCH = 500  # rows per write transaction
 FINGERPRINT_BLOCK = 64 * 1024
@@ -114,43 +114,41 @@ class Scanner:
 
     def scan(self, root: str, *, recursive: bool = True) -> ScanResult:
         result = ScanResult()
-        found = self._walk(root, recursive, result)
-        known = self.store.snapshot(root)
-        seen: set[str] = set()
-        to_probe: list[tuple[FoundFile, Known | None]] = []
+        found = list(
+            walk(
+                root,
+                self.extensions,
+                recursive=recursive,
+                on_error=lambda e: result.error(e.path, e.error),
+                on_directory=lambda: self.progress(0, 1),  # a cancel stops a long walk too
+            )
+        )
+        seen = self.store.snapshot(root)
+        to_probe: list[FoundFile] = []
+        known: list[str] = []  # paths to probe that are in the library already
         for f in found:
-            seen.add(f.path)
-            k = known.get(f.path)
-            if k and not k.missing and k.size == f.size and k.mtime_ns == f.mtime_ns:
+            s = seen.pop(f.path, None)  # what stays in ``seen`` is no longer on disk
+            if s == (f.size, f.mtime_ns, False):
                 result.unchanged += 1
             else:
-                to_probe.append((f, k))
+                try:
+                    f.path.encode("utf-8")
+                except UnicodeEncodeError:
+                    result.error(f.path, "the file name is not valid UTF-8; rename it to scan it")
+                    continue
+                to_probe.append(f)
+                if s is not None:
+                    known.append(f.path)
         result.scanned = len(found)
-        vanished = {
-            path: k
-            for path, k in known.items()
-            if path not in seen and not k.missing and (recursive or os.path.dirname(path) == root)
-        }
-        self._probe_and_write(to_probe, vanished, result, done=result.unchanged)
-        self.progress(len(found), len(found))
-        result.removed = self.store.mark_missing(k.id for k in vanished.values())
+        del found
+        gone = [
+            path
+            for path, (_, _, missing) in seen.items()
+            if not missing and (recursive or os.path.dirname(path) == root)
+        ]
+        del seen
+        self._probe_and_write(to_probe, self.store.details(known), self.store.details(gone), result)
         return result
-
-    def _walk(self, root: str, recursive: bool, result: ScanResult) -> list[FoundFile]:
-        def on_error(e: WalkError) -> None:
-            result.error(e.path, e.error)
-
-        found = []
-        for n, f in enumerate(walk(root, self.extensions, recursive=recursive, on_error=on_error)):
-            if n % 1000 == 0:
-                self.progress(0, 1)  # lets a cancel stop a long walk
-            try:
-                f.path.encode("utf-8")
-            except UnicodeEncodeError:
-                result.error(f.path, "the file name is not valid UTF-8; rename it to scan it")
-                continue
-            found.append(f)
-        return found
 
     def _inspect(self, f: FoundFile) -> Probed:
         try:
@@ -181,28 +179,29 @@ class Scanner:
 
     def _probe_and_write(
         self,
-        to_probe: list[tuple[FoundFile, Known | None]],
+        to_probe: list[FoundFile],
+        changed: dict[str, Known],
         vanished: dict[str, Known],
         result: ScanResult,
-        done: int,
     ) -> None:
+        """Probe new and changed files; a new path whose file has vanished elsewhere is a move."""
         by_inode = {(k.device, k.inode): path for path, k in vanished.items()}
         by_print: dict[tuple[int, str | None], str] = {
             (k.size, k.fingerprint): path for path, k in vanished.items() if k.fingerprint
         }
-        known_of = {f.path: k for f, k in to_probe}
+        done = result.unchanged
         total = done + len(to_probe)
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         try:
-            for f, info, print_ in self._probed([f for f, _ in to_probe]):
+            for f, info, print_ in self._probed(to_probe):
                 done += 1
                 if isinstance(info, str):
                     result.error(f.path, info)
                 else:
                     now = utcnow()
                     row = self._row(f, info, print_, now)
-                    k = known_of[f.path]
+                    k = changed.get(f.path)
                     if k is None:
                         moved_from = by_inode.get((f.device, f.inode)) or by_print.get(
                             (f.size, print_)
@@ -215,7 +214,7 @@ class Scanner:
                         result.new += 1
                     else:
                         updates.append({**row, "_id": k.id, "path": f.path})
-                        if known_of[f.path] is not None:
+                        if f.path in changed:
                             result.updated += 1
                 if len(inserts) + len(updates) >= BATCH:
                     self.store.write_batch(inserts, updates)
@@ -225,6 +224,9 @@ class Scanner:
             self.store.write_batch(inserts, updates)  # keep what was read before the stop
             raise
         self.store.write_batch(inserts, updates)
+        self.progress(total, total)
+        # Only now, with every new path matched: what was not matched is gone.
+        result.removed = self.store.mark_missing(k.id for k in vanished.values())
 
     @staticmethod
     def _row(f: FoundFile, info: VideoInfo, print_: str | None, now: Any) -> dict[str, Any]:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -18,17 +17,14 @@ from scanner.schema import videos
 SORTABLE = ("path", "filename", "file_size", "duration_seconds", "created_at", "updated_at", "id")
 
 
-@dataclass(frozen=True, slots=True)
-class Known:
-    """What a scan needs to know about a video already in the library."""
+class Known(NamedTuple):
+    """What a scan needs of a video that changed or vanished, read for those alone."""
 
     id: int
     size: int
-    mtime_ns: int
     device: int
     inode: int
     fingerprint: str | None
-    missing: bool
 
 
 def _escape_like(text: str) -> str:
@@ -39,21 +35,32 @@ class VideoStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def snapshot(self, root: str) -> dict[str, Known]:
-        """Every video at or below ``root``, by path, in one query."""
-        prefix = _escape_like(root.rstrip("/") + "/") + "%"
+    def snapshot(self, root: str) -> dict[str, tuple[int, int, bool]]:
+        """``(size, mtime_ns, missing)`` of every video below ``root``, by path, in one query.
+
+        Plain tuples, not objects: a rescan of a large library is this query and a dict.
+        """
         query = sa.select(
             videos.c.path,
-            videos.c.id,
             videos.c.file_size,
             videos.c.mtime_ns,
-            videos.c.device,
-            videos.c.inode,
-            videos.c.fingerprint,
             videos.c.missing_since.is_not(None),
-        ).where(videos.c.path.like(prefix, escape="\\"))
+        ).where(videos.c.path.like(_escape_like(root.rstrip("/") + "/") + "%", escape="\\"))
         with self.engine.connect() as conn:
-            return {row[0]: Known(*row[1:]) for row in conn.execute(query)}
+            return {row[0]: row[1:] for row in conn.execute(query)}
+
+    def details(self, paths: Iterable[str]) -> dict[str, Known]:
+        """Ids and identities (device, inode, fingerprint) of the videos at ``paths``."""
+        paths = list(paths)
+        found: dict[str, Known] = {}
+        columns = (videos.c.id, videos.c.file_size, videos.c.device, videos.c.inode)
+        with self.engine.connect() as conn:
+            for start in range(0, len(paths), 500):
+                query = sa.select(videos.c.path, *columns, videos.c.fingerprint).where(
+                    videos.c.path.in_(paths[start : start + 500])
+                )
+                found.update((row[0], Known._make(row[1:])) for row in conn.execute(query))
+        return found
 
     def _upsert(self) -> Any:
         """An INSERT that updates the row already holding the path (another scan won)."""

@@ -1,0 +1,22 @@
+"""``python -m benchmarks [scan ...]``: run the named benchmarks (default: all)."""
+
+from __future__ import annotations
+
+import sys
+
+from benchmarks import scan
+
+SUITES = {"scan": scan.main}
+
+
+def main(argv: list[str]) -> None:
+    names = argv or list(SUITES)
+    unknown = set(names) - set(SUITES)
+    if unknown:
+        raise SystemExit(f"unknown benchmark {', '.join(sorted(unknown))}; choose from {', '.join(SUITES)}")
+    for name in names:
+        SUITES[name]()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
