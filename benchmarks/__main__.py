@@ -13,7 +13,9 @@ def main(argv: list[str]) -> None:
     names = argv or list(SUITES)
     unknown = set(names) - set(SUITES)
     if unknown:
-        raise SystemExit(f"unknown benchmark {', '.join(sorted(unknown))}; choose from {', '.join(SUITES)}")
+        raise SystemExit(
+            f"unknown benchmark {', '.join(sorted(unknown))}; choose from {', '.join(SUITES)}"
+        )
     for name in names:
         SUITES[name]()
 

@@ -11,11 +11,11 @@ import os
 import shutil
 import subprocess
 import time
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import consumer, data_dir, peak_rss_mb, report, timer
-from media import make_corpus
 from scanner.config import DEFAULT_VIDEO_EXTENSIONS, Settings
 from scanner.jobs.states import Status
 from scanner.library.probe import probe
@@ -23,6 +23,8 @@ from scanner.library.scan import Scanner
 from scanner.library.store import VideoStore
 from scanner.library.walk import walk
 from scanner.services import build_services
+
+from media import make_corpus
 
 FFPROBE_SAMPLE = 300
 
@@ -32,7 +34,7 @@ def ffprobe_rate(root: Path) -> float:
     ffprobe = shutil.which("ffprobe")
     if ffprobe is None:
         raise SystemExit("ffprobe is needed for the baseline: apt-get install ffmpeg")
-    files = [f.path for _, f in zip(range(FFPROBE_SAMPLE), walk(str(root), DEFAULT_VIDEO_EXTENSIONS))]
+    files = [f.path for f in islice(walk(str(root), DEFAULT_VIDEO_EXTENSIONS), FFPROBE_SAMPLE)]
     args = [ffprobe, "-v", "error", "-show_format", "-show_streams", "-of", "json"]
     with timer() as t:
         for path in files:
@@ -41,7 +43,7 @@ def ffprobe_rate(root: Path) -> float:
 
 
 def serial_probe_rate(root: Path, count: int = 3000) -> float:
-    files = [f.path for _, f in zip(range(count), walk(str(root), DEFAULT_VIDEO_EXTENSIONS))]
+    files = [f.path for f in islice(walk(str(root), DEFAULT_VIDEO_EXTENSIONS), count)]
     with timer() as t:
         for path in files:
             probe(path)
@@ -95,15 +97,18 @@ def main(large: int = 100_000, small: int = 10_000) -> None:
         result, small_s, small_rss = scan_in_consumer(small_env, subset)
         assert result["new"] == small and not result["errors"], result
         rate = small / small_s
-        report(f"cold scan, {small:,} files (consumer)", rate, "files/s",
-               f"{rate / baseline:.0f}x ffprobe (target >= 120x)")
+        report(
+            f"cold scan, {small:,} files (consumer)",
+            rate,
+            "files/s",
+            f"{rate / baseline:.0f}x ffprobe (target >= 120x)",
+        )
 
         large_env = {"SCANNER_DATA_DIR": str(tmp / "large")}
         result, large_s, large_rss = scan_in_consumer(large_env, corpus)
         assert result["new"] == large and not result["errors"], result
         report(f"cold scan, {large:,} files (consumer)", large / large_s, "files/s")
-        report(f"{large:,} / {small:,} cold scan time", large_s / small_s, "x",
-               "(target <= 11x)")
+        report(f"{large:,} / {small:,} cold scan time", large_s / small_s, "x", "(target <= 11x)")
         report(f"consumer peak memory, {large:,}-file scan", large_rss, "MB", "(target < 120)")
         report(f"consumer peak memory, {small:,}-file scan", small_rss, "MB")
 
@@ -116,5 +121,6 @@ def main(large: int = 100_000, small: int = 10_000) -> None:
                 again = scanner.scan(str(corpus))
             assert again.unchanged == large, again
             best = max(best, large / t[0])
-        report(f"rescan unchanged, {large:,} files (best of 3)", best, "files/s",
-               "(target >= 150,000)")
+        report(
+            f"rescan unchanged, {large:,} files (best of 3)", best, "files/s", "(target >= 150,000)"
+        )

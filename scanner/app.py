@@ -32,6 +32,14 @@ class ScannerApi(Api):  # type: ignore[misc]
         return payload, code, headers
 
 
+def _security(token: str) -> dict[str, Any]:
+    """The OpenAPI security scheme, when a token guards the API."""
+    if not token:
+        return {}
+    scheme = {"type": "http", "scheme": "bearer"}
+    return {"components": {"securitySchemes": {"token": scheme}}, "security": [{"token": []}]}
+
+
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Flask:
     """The Flask app for ``settings`` (default: from SCANNER_* variables)."""
     if services is None:
@@ -46,8 +54,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         OPENAPI_SWAGGER_UI_PATH="/docs",
         # Served from the swagger-ui-bundle package: the docs work with no internet access.
         OPENAPI_SWAGGER_UI_URL="/api/docs/static/",
-        JSON_SORT_KEYS=False,
+        API_SPEC_OPTIONS=_security(services.settings.api_token),
     )
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep fields in schema order
     app.extensions["scanner"] = services
     api = ScannerApi(app)
     for blueprint in (

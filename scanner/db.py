@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from scanner import schema
+from scanner.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,11 @@ def migrate(engine: Engine, migrations: list[Migration] | None = None) -> int:
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7248661)")
         schema.schema_version.create(conn, checkfirst=True)
     current = schema_version(engine)
+    if current > len(steps):
+        raise ConfigError(
+            f"the database is at schema version {current}, newer than this scanner knows "
+            f"({len(steps)}); upgrade scanner, or restore a backup made for this version"
+        )
     for version, step in enumerate(steps[current:], start=current + 1):
         with write(engine) as conn:
             if engine.dialect.name == "postgresql":

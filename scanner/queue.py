@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from huey import Huey, PostgresHuey, RedisHuey, SqliteHuey
+from huey import Huey, PostgresHuey, PriorityRedisHuey, SqliteHuey
 from sqlalchemy import make_url
 
 from scanner.errors import ConfigError
@@ -36,7 +36,8 @@ def create_huey(url: str, *, name: str = QUEUE_NAME) -> Huey:
         path.parent.mkdir(parents=True, exist_ok=True)
         return SqliteHuey(name, filename=str(path), results=False, timeout=30)
     if scheme in ("redis", "rediss"):
-        return RedisHuey(name, url=url, results=False)
+        # The plain RedisHuey refuses any priority; this one honours them.
+        return PriorityRedisHuey(name, url=url, results=False)
     if scheme in ("postgresql", "postgres"):
         return PostgresHuey(
             name, dsn=url.replace("postgresql+psycopg", "postgresql"), results=False
@@ -63,11 +64,20 @@ class JobQueue:
             raise RuntimeError("this process only enqueues jobs; run them in a consumer")
         self.execute(job_id)
 
-    def enqueue(self, job_id: str, *, priority: int = 0, delay: float | None = None) -> None:
+    def enqueue(
+        self,
+        job_id: str,
+        *,
+        priority: int = 0,
+        delay: float | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Queue a run of ``job_id``; ``timeout`` lets Huey's process workers cut it off
+        (SIGALRM) even when the handler never checks its own time."""
         if delay:
-            self._task.schedule((job_id,), delay=delay, priority=priority)
+            self._task.schedule((job_id,), delay=delay, priority=priority, timeout=timeout)
         else:
-            self._task(job_id, priority=priority)
+            self._task(job_id, priority=priority, timeout=timeout)
 
     def pending_count(self) -> int:
         return int(self.huey.pending_count()) + int(self.huey.scheduled_count())

@@ -192,6 +192,24 @@ def test_health_reports_live_consumers_and_missing_types(
     assert lacking["h:1"] == [] and "sleep" in lacking["h:2"]
 
 
+def test_health_names_plugins_that_failed(settings: Settings) -> None:
+    from types import SimpleNamespace
+
+    from scanner import hookimpl
+    from scanner.plugins.manager import get_plugin_manager
+
+    def broken() -> list[Any]:
+        raise RuntimeError("no luck")
+
+    plugin = SimpleNamespace(scanner_job_types=hookimpl(broken))
+    plugins = get_plugin_manager(settings, extra=[("broken", plugin)])
+    services = build_services(settings, plugins)
+    services.store.heartbeat("h:1", "h", 1, list(plugins.job_types))
+    body = create_app(services=services).test_client().get("/api/v1/health").json
+    assert body["status"] == "degraded"
+    assert body["plugins"]["failed"] == {"broken": "scanner_job_types raised RuntimeError: no luck"}
+
+
 def test_health_is_503_when_the_database_is_unreachable(tmp_path: Any) -> None:
     services = build_services(Settings.from_env({"SCANNER_DATA_DIR": str(tmp_path)}))
     client = create_app(services=services).test_client()
@@ -210,6 +228,8 @@ def test_api_token_guards_everything_but_health(tmp_path: Any) -> None:
     assert_error(client.get(JOBS, headers={"Authorization": "Bearer nope"}), 401)
     assert client.get(JOBS, headers={"Authorization": "Bearer s3"}).status_code == 200
     assert client.get("/api/v1/health").status_code == 200
+    spec = client.get("/api/openapi.json").json
+    assert spec["components"]["securitySchemes"]["token"] == {"type": "http", "scheme": "bearer"}
 
 
 def test_openapi_document_and_docs_are_served_offline(client: FlaskClient) -> None:

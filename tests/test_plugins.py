@@ -13,7 +13,6 @@ from scanner.config import Settings
 from scanner.errors import PluginError
 from scanner.plugins.manager import get_plugin_manager
 
-
 SETTINGS = Settings.from_env({})
 
 
@@ -87,8 +86,3 @@ def test_a_plugin_with_an_unknown_hook_is_refused_and_reported() -> None:
 def test_job_type_checks_its_settings(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(PluginError, match=message):
         JobType(handler=handler, **kwargs)
-
-
-def test_retry_delay_backs_off() -> None:
-    job_type = JobType("x", handler, retry_delay=2.0, retry_backoff=3.0)
-    assert [job_type.retry_delay_after(n) for n in (1, 2, 3)] == [2.0, 6.0, 18.0]

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from media import make_text_as_video, make_truncated, make_video, make_zero_byte
 from scanner.config import DEFAULT_VIDEO_EXTENSIONS
 from scanner.errors import JobCancelled, ScanRootError
 from scanner.library.scan import Scanner, check_root, fingerprint
 from scanner.library.store import VideoStore
 from scanner.library.walk import WalkError, walk
 from scanner.services import Services
+
+from media import make_text_as_video, make_truncated, make_video, make_zero_byte
 
 
 @pytest.fixture

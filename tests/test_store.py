@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from scanner.db import create_engine, migrate, schema_version
-from scanner.errors import InvalidTransition, JobNotFound
+from scanner.errors import ConfigError, InvalidTransition, JobNotFound
 from scanner.jobs.states import Status
 from scanner.jobs.store import JobStore, utcnow
 from scanner.services import Services
@@ -161,6 +161,13 @@ def test_migrate_is_idempotent_and_versioned(tmp_path: Path) -> None:
         mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
     assert {"jobs", "consumers", "videos", "schema_version"} <= tables
     assert mode == "wal"
+
+
+def test_a_database_newer_than_the_code_is_refused(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path}/z.db")
+    migrate(engine, [lambda c: None, lambda c: None])
+    with pytest.raises(ConfigError, match="schema version 2, newer than this scanner knows"):
+        migrate(engine, [lambda c: None])
 
 
 def test_migrations_apply_in_order_and_only_once(tmp_path: Path) -> None:

@@ -19,12 +19,16 @@ ALIVE_INTERVALS = 3
 
 class HealthSchema(Schema):
     status = fields.String(
-        metadata={"description": "ok; degraded (no live consumer, or one lacks job types); down"}
+        metadata={
+            "description": "ok; degraded (no live consumer, a consumer lacks job types, or a "
+            "plugin failed); down (database or queue unreachable)"
+        }
     )
     web = fields.Dict()
     database = fields.Dict()
     queue = fields.Dict()
     consumers = fields.Dict()
+    plugins = fields.Dict(metadata={"description": "Plugins that failed to load, and why."})
 
 
 def _check(probe: Any) -> dict[str, Any]:
@@ -76,12 +80,15 @@ def create_blueprint(services: Services) -> Blueprint:
                 }
             ),
             "consumers": _check(consumers),
+            "plugins": {
+                "failed": {i.name: i.error for i in services.plugins.infos.values() if i.error}
+            },
         }
         if any(report[k]["status"] != "ok" for k in ("database", "queue")):
             return {"status": "down", **report}, 503
         c = report["consumers"]
         lacking = c.get("consumers") and any(x["missing_job_types"] for x in c["consumers"])
-        degraded = c["status"] != "ok" or not c["alive"] or lacking
+        degraded = c["status"] != "ok" or not c["alive"] or lacking or report["plugins"]["failed"]
         return {"status": "degraded" if degraded else "ok", **report}
 
     return blp

@@ -31,6 +31,7 @@ class JobSchema(Schema):
     error = fields.String(allow_none=True)
     attempts = fields.Integer()
     retries = fields.Integer(metadata={"description": "Retries allowed after a failure."})
+    retry_delay = fields.Float(metadata={"description": "Seconds before the first retry."})
     priority = fields.Integer()
     timeout = fields.Float(allow_none=True, metadata={"description": "Seconds, or null."})
     created_at = fields.DateTime()

@@ -74,14 +74,19 @@ class Runner:
             store.finish(job.id, Status.FAILED, error=f"invalid payload: {_flatten(exc.messages)}")
         except Exception as exc:
             log.exception("job %s (%s) failed on attempt %d", job.id, job.type, job.attempts)
-            self._failed(job, _describe(exc), job_type.retry_delay_after(job.attempts))
+            delay = job.retry_delay * job_type.retry_backoff ** (job.attempts - 1)
+            self._failed(job, _describe(exc), delay)
         else:
             store.finish(job.id, Status.COMPLETE, result=stored)
 
     def _failed(self, job: Job, error: str, delay: float) -> None:
         store = self.services.store
-        if job.attempts <= job.retries and store.retry_later(job.id, error, delay):
-            self.services.queue.enqueue(job.id, priority=job.priority, delay=delay)
+        if store.get(job.id).cancel_requested_at is not None:
+            store.finish(job.id, Status.CANCELLED, error=error)  # asked to stop: no retry
+        elif job.attempts <= job.retries and store.retry_later(job.id, error, delay):
+            self.services.queue.enqueue(
+                job.id, priority=job.priority, delay=delay, timeout=job.timeout
+            )
             log.info("job %s will run again in %.1fs", job.id, delay)
         else:
             store.finish(job.id, Status.FAILED, error=error)

@@ -69,7 +69,7 @@ class JobService:
             retry_delay=job_type.retry_delay if retry_delay is None else retry_delay,
         )
         try:
-            self.queue.enqueue(job.id, priority=job.priority)
+            self.queue.enqueue(job.id, priority=job.priority, timeout=job.timeout)
         except Exception as exc:
             self.store.delete(job.id)
             log.exception("queue refused job %s", job.id)

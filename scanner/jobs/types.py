@@ -54,7 +54,3 @@ class JobType:
     @property
     def payload_schema(self) -> Schema:
         return self.schema() if isinstance(self.schema, type) else self.schema
-
-    def retry_delay_after(self, attempts: int) -> float:
-        """Seconds to wait before the next attempt, after ``attempts`` failed ones."""
-        return self.retry_delay * self.retry_backoff ** max(attempts - 1, 0)

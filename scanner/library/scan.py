@@ -114,52 +114,54 @@ class Scanner:
 
     def scan(self, root: str, *, recursive: bool = True) -> ScanResult:
         result = ScanResult()
-        found = list(
-            walk(
-                root,
-                self.extensions,
-                recursive=recursive,
-                on_error=lambda e: result.error(e.path, e.error),
-                on_directory=lambda: self.progress(0, 1),  # a cancel stops a long walk too
-            )
-        )
         seen = self.store.snapshot(root)
-        to_probe: list[FoundFile] = []
-        known: list[str] = []  # paths to probe that are in the library already
-        for f in found:
+        # Only paths are kept for the files to probe: a cold scan of a large library holds
+        # one string per file, and each is stat'ed again when it is probed.
+        to_probe: list[str] = []
+        known: list[str] = []  # of those, the ones the library has already
+        for f in walk(
+            root,
+            self.extensions,
+            recursive=recursive,
+            on_error=lambda e: result.error(e.path, e.error),
+            on_directory=lambda: self.progress(0, 1),  # a cancel stops a long walk too
+        ):
+            result.scanned += 1
             s = seen.pop(f.path, None)  # what stays in ``seen`` is no longer on disk
             if s == (f.size, f.mtime_ns, False):
                 result.unchanged += 1
-            else:
-                try:
-                    f.path.encode("utf-8")
-                except UnicodeEncodeError:
-                    result.error(f.path, "the file name is not valid UTF-8; rename it to scan it")
-                    continue
-                to_probe.append(f)
-                if s is not None:
-                    known.append(f.path)
-        result.scanned = len(found)
-        del found
+                continue
+            try:
+                f.path.encode("utf-8")
+            except UnicodeEncodeError:
+                result.error(f.path, "the file name is not valid UTF-8; rename it to scan it")
+                continue
+            to_probe.append(f.path)
+            if s is not None:
+                known.append(f.path)
         gone = [
             path
             for path, (_, _, missing) in seen.items()
             if not missing and (recursive or os.path.dirname(path) == root)
         ]
         del seen
-        self._probe_and_write(to_probe, self.store.details(known), self.store.details(gone), result)
+        self._probe_and_write(
+            to_probe, self.store.details(known), self.store.details(gone), result
+        )
         return result
 
-    def _inspect(self, f: FoundFile) -> Probed:
+    def _inspect(self, path: str) -> Probed:
         try:
-            info: VideoInfo | str = probe(f.path, timeout=self.probe_timeout)
-            return f, info, fingerprint(f.path, f.size)
+            st = os.stat(path)
+            f = FoundFile(path, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+            info: VideoInfo | str = probe(path, timeout=self.probe_timeout)
+            return f, info, fingerprint(path, f.size)
         except ProbeError as exc:
             return f, str(exc), None
         except OSError as exc:
-            return f, f"unreadable: {exc.strerror or exc}", None
+            return FoundFile(path, 0, 0, 0, 0), f"unreadable: {exc.strerror or exc}", None
 
-    def _probed(self, files: list[FoundFile]) -> Iterator[Probed]:
+    def _probed(self, files: list[str]) -> Iterator[Probed]:
         if len(files) < 2 or self.workers < 2:
             yield from map(self._inspect, files)
             return
@@ -179,7 +181,7 @@ class Scanner:
 
     def _probe_and_write(
         self,
-        to_probe: list[FoundFile],
+        to_probe: list[str],
         changed: dict[str, Known],
         vanished: dict[str, Known],
         result: ScanResult,

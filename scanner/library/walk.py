@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from stat import S_ISREG
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from stat import S_ISREG
 
 
 @dataclass(slots=True)

@@ -1,0 +1,142 @@
+"""The runner in-process against real SQLite and Huey storage, with plugins made here."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from huey.exceptions import TaskTimeout
+from marshmallow import Schema, fields, validate
+
+from scanner import JobContext, JobType, hookimpl
+from scanner.config import Settings
+from scanner.jobs.runner import Runner
+from scanner.jobs.states import Status
+from scanner.plugins.manager import get_plugin_manager
+from scanner.services import Services, build_services
+
+
+def returns_a_list(ctx: JobContext, payload: dict[str, Any]) -> Any:
+    return [1, 2]
+
+
+def cancels_itself_then_fails(ctx: JobContext, payload: dict[str, Any]) -> None:
+    ctx.services.store.cancel(ctx.job_id)
+    raise RuntimeError("failed after the cancel")
+
+
+def raises_huey_timeout(ctx: JobContext, payload: dict[str, Any]) -> None:
+    raise TaskTimeout("timeout (1s)")
+
+
+def spins_until_checked(ctx: JobContext, payload: dict[str, Any]) -> None:
+    while True:
+        ctx.check()
+        time.sleep(0.01)
+
+
+def queues_a_follow_up(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+    ctx.progress(0.5)
+    assert ctx.time_left is None
+    return {"follow_up": ctx.submit("noop").id}
+
+
+def flaky(ctx: JobContext, payload: dict[str, Any]) -> None:
+    raise ValueError("")
+
+
+class Positive(Schema):
+    n = fields.Integer(required=True, validate=validate.Range(min=1))
+
+
+TYPES = [
+    JobType("list", returns_a_list),
+    JobType("self-cancel", cancels_itself_then_fails, retries=3),
+    JobType("huey-timeout", raises_huey_timeout, timeout=1),
+    JobType("spin", spins_until_checked, timeout=0.2),
+    JobType("follow", queues_a_follow_up),
+    JobType("flaky", flaky, retries=2, retry_delay=10, retry_backoff=3),
+    JobType("positive", returns_a_list, Positive),
+]
+
+
+@pytest.fixture
+def services(settings: Settings) -> Services:
+    plugin = SimpleNamespace(scanner_job_types=hookimpl(lambda: TYPES))
+    return build_services(settings, get_plugin_manager(settings, extra=[("local", plugin)]))
+
+
+def run(services: Services, type: str, payload: dict[str, Any] | None = None) -> Any:
+    job = services.jobs.submit(type, payload or {})
+    Runner(services, lambda: "test:1").run(job.id)
+    return services.store.get(job.id)
+
+
+def test_a_result_that_is_not_a_dict_fails_the_job(services: Services) -> None:
+    job = run(services, "list")
+    assert job.status is Status.FAILED
+    assert job.error == "TypeError: handler returned list, expected a dict or None"
+
+
+def test_a_cancel_wins_over_a_failure_with_retries_left(services: Services) -> None:
+    job = run(services, "self-cancel")
+    assert job.status is Status.CANCELLED and job.attempts == 1
+    assert job.error == "RuntimeError: failed after the cancel"
+
+
+def test_hueys_own_timeout_ends_the_job_as_timeout(services: Services) -> None:
+    job = run(services, "huey-timeout")
+    assert job.status is Status.TIMEOUT and job.error == "timed out after 1s"
+
+
+def test_a_handler_that_checks_stops_at_its_deadline(services: Services) -> None:
+    started = time.monotonic()
+    job = run(services, "spin")
+    assert job.status is Status.TIMEOUT and job.error == "timed out after 0.2s"
+    assert 0.2 <= time.monotonic() - started < 1
+
+
+def test_a_handler_can_queue_more_work(services: Services) -> None:
+    job = run(services, "follow")
+    assert job.status is Status.COMPLETE
+    follow_up = services.store.get(job.result["follow_up"])
+    assert follow_up.type == "noop" and follow_up.status is Status.PENDING
+
+
+def test_retries_wait_the_jobs_delay_with_backoff(services: Services) -> None:
+    job = services.jobs.submit("flaky", {}, retry_delay=5)
+    runner = Runner(services, lambda: "test:1")
+    waits = []
+    for attempt in (1, 2):
+        runner.run(job.id)
+        after = services.store.get(job.id)
+        assert after.status is Status.PENDING and after.attempts == attempt
+        assert after.error == "ValueError"
+        assert after.next_attempt_at is not None
+        waits.append(after.next_attempt_at - after.updated_at)
+    assert waits[0] == pytest.approx(timedelta(seconds=5), abs=timedelta(seconds=0.1))
+    assert waits[1] == pytest.approx(timedelta(seconds=15), abs=timedelta(seconds=0.1))
+    delayed = [t for t in services.queue.huey.pending() if t.eta is not None]
+    assert len(delayed) == 2 and all(t.args == (job.id,) for t in delayed)
+    runner.run(job.id)
+    assert services.store.get(job.id).status is Status.FAILED
+
+
+def test_a_payload_invalid_by_run_time_fails_with_the_field(services: Services) -> None:
+    job = services.jobs.submit("positive", {"n": 1})
+    with services.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE jobs SET payload = '{\"n\": -1}' WHERE id = ?", (job.id,))
+    Runner(services, lambda: "test:1").run(job.id)
+    failed = services.store.get(job.id)
+    assert failed.status is Status.FAILED
+    assert failed.error == "invalid payload: n: Must be greater than or equal to 1."
+
+
+def test_a_job_no_longer_pending_is_skipped(services: Services) -> None:
+    job = services.jobs.submit("list", {})
+    services.store.cancel(job.id)
+    Runner(services, lambda: "test:1").run(job.id)
+    assert services.store.get(job.id).attempts == 0
