@@ -33,6 +33,10 @@ class JobTimedOut(JobInterrupted):
     """The job ran past its time limit."""
 
 
+class JobShutdown(JobInterrupted):
+    """The consumer is shutting down; the job goes back to the queue to run again."""
+
+
 class ProbeError(ScannerError):
     """A file could not be read as a video; the message says why in plain words."""
 

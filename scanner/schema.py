@@ -100,6 +100,19 @@ videos = sa.Table(
 )
 
 
+job_attempts = sa.Table(
+    "job_attempts",
+    metadata,
+    sa.Column("job_id", sa.String(36), primary_key=True),
+    sa.Column("number", sa.Integer, primary_key=True),
+    sa.Column("consumer", sa.String(200), nullable=False),
+    sa.Column("started_at", UtcDateTime(), nullable=False),
+    sa.Column("finished_at", UtcDateTime()),
+    sa.Column("outcome", sa.String(16)),
+    sa.Column("error", sa.Text),
+)
+
+
 def _v1_initial(conn: Connection) -> None:
     """Jobs, consumer heartbeats and videos."""
     m = sa.MetaData()
@@ -166,4 +179,30 @@ def _v1_initial(conn: Connection) -> None:
     m.create_all(conn)
 
 
-MIGRATIONS = [_v1_initial]
+def _v2_attempt_history(conn: Connection) -> None:
+    """One row per attempt at a job: who ran it, when, and how it ended."""
+    m = sa.MetaData()
+    sa.Table(
+        "job_attempts",
+        m,
+        sa.Column("job_id", sa.String(36), primary_key=True),
+        sa.Column("number", sa.Integer, primary_key=True),
+        sa.Column("consumer", sa.String(200), nullable=False),
+        sa.Column("started_at", UtcDateTime(), nullable=False),
+        sa.Column("finished_at", UtcDateTime()),
+        sa.Column("outcome", sa.String(16)),
+        sa.Column("error", sa.Text),
+    )
+    m.create_all(conn)
+    # Jobs already run before the upgrade get their latest attempt on record.
+    conn.execute(
+        sa.text(
+            "INSERT INTO job_attempts (job_id, number, consumer, started_at, finished_at,"
+            " outcome, error) SELECT id, attempts, COALESCE(consumer, 'unknown'), started_at,"
+            " finished_at, CASE WHEN status IN ('complete', 'failed', 'timeout', 'cancelled')"
+            " THEN status END, error FROM jobs WHERE attempts > 0 AND started_at IS NOT NULL"
+        )
+    )
+
+
+MIGRATIONS = [_v1_initial, _v2_attempt_history]

@@ -8,72 +8,87 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
+import time
 from typing import Any
 
 from huey import Huey
+from huey.api import Task
+from huey.consumer import Consumer
+from huey.signals import SIGNAL_INTERRUPTED
 
 from scanner.config import Settings
-from scanner.jobs.runner import Runner
+from scanner.jobs.housekeeping import Housekeeper, consumer_id
+from scanner.jobs.runner import Runner, requeue
 from scanner.plugins.manager import Plugins
 from scanner.services import Services, build_services
 
 log = logging.getLogger(__name__)
 
 
-def consumer_id() -> str:
-    """This consumer process, as heartbeats and job rows name it."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+class Housekeeping:
+    """Runs a ``Housekeeper`` round every heartbeat interval, on one thread per process."""
 
-
-class Heartbeat:
-    """Tells the job store, every few seconds, that this consumer is alive and what it runs."""
-
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    def __init__(self, housekeeper: Housekeeper, interval: float) -> None:
+        self.housekeeper = housekeeper
+        self.interval = interval
         self._lock = threading.Lock()
         self._pid: int | None = None
-        self._stop = threading.Event()
-
-    def beat(self) -> None:
-        self.services.store.heartbeat(
-            consumer_id(), socket.gethostname(), os.getpid(), list(self.services.plugins.job_types)
-        )
 
     def ensure_running(self) -> None:
-        """Start the heartbeat thread once per process (workers may be forked processes)."""
+        """Start once per process: workers may be threads of one process or forked ones."""
         with self._lock:
             if self._pid == os.getpid():
                 return
             self._pid = os.getpid()
-            self.beat()
-            threading.Thread(target=self._loop, name="scanner-heartbeat", daemon=True).start()
+            self.housekeeper.beat()  # before this process takes any job
+            threading.Thread(target=self._loop, name="scanner-housekeeping", daemon=True).start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.services.settings.heartbeat_seconds):
-            try:
-                self.beat()
-            except Exception:
-                log.exception("heartbeat failed; retrying")
-
-    def stop(self) -> None:
-        self._stop.set()
+        while True:
+            self.housekeeper.run_once()
+            time.sleep(self.interval)
 
 
 def create_consumer(settings: Settings | None = None, plugins: Plugins | None = None) -> Services:
     """Services for a consumer process, with the job task wired to a runner."""
     services = build_services(settings or Settings.from_env(), plugins)
-    runner = Runner(services, consumer_id)
-    services.queue.execute = runner.run
-    heartbeat = Heartbeat(services)
     huey = services.queue.huey
+    stop_flags: list[Any] = []
+
+    def stopping() -> bool:
+        # Huey sets its consumer's stop flag on SIGINT and SIGTERM (and SIGHUP); it is shared
+        # with forked workers. A handler that checks sees it and hands its job back.
+        return bool(stop_flags) and bool(stop_flags[0].is_set())
+
+    runner = Runner(services, consumer_id, stopping)
+    services.queue.execute = runner.run
+    housekeeping = Housekeeping(Housekeeper(services), services.settings.heartbeat_seconds)
+    make_consumer = huey.create_consumer
+
+    def create_huey_consumer(**options: Any) -> Consumer:
+        consumer = make_consumer(**options)
+        stop_flags.append(consumer.stop_flag)
+        return consumer
+
+    huey.create_consumer = create_huey_consumer  # to see the consumer's stop flag
 
     @huey.on_startup()
     def _worker_started() -> None:
         # Forked workers must not reuse connections opened in the parent process.
         services.engine.dispose(close=False)
-        heartbeat.ensure_running()
+        housekeeping.ensure_running()
+
+    @huey.signal(SIGNAL_INTERRUPTED)
+    def _interrupted(signal: str, task: Task) -> None:
+        # SIGTERM stops the consumer without waiting: the jobs its workers still hold go back
+        # to the queue now, rather than waiting to be found orphaned.
+        for job_id in task.args:
+            try:
+                job = services.store.get(job_id)
+                requeue(services, job, consumer_id(), "shutdown", "the consumer was stopped")
+            except Exception:
+                log.exception("could not hand job %s back to the queue", job_id)
 
     services.plugins.call_each("scanner_startup", role="consumer", services=services)
     return services

@@ -10,6 +10,7 @@ from flask.testing import FlaskClient
 from scanner.app import create_app
 from scanner.config import Settings
 from scanner.jobs.states import Status
+from scanner.schema import MIGRATIONS
 from scanner.services import Services, build_services
 
 JOBS = "/api/v1/jobs"
@@ -47,7 +48,7 @@ def test_submit_answers_202_with_the_job_and_its_location(
     for field in ("started_at", "finished_at"):
         assert job[field] is None
     assert services.queue.pending_count() == 1
-    assert client.get(response.headers["Location"]).json == job
+    assert client.get(response.headers["Location"]).json == {**job, "history": []}
 
 
 def test_submit_takes_the_type_defaults_unless_overridden(client: FlaskClient) -> None:
@@ -174,7 +175,11 @@ def test_health_without_a_consumer_is_degraded(client: FlaskClient) -> None:
     body = client.get("/api/v1/health").json
     assert body["status"] == "degraded"
     assert body["web"]["status"] == "ok"
-    assert body["database"] == {"status": "ok", "backend": "sqlite", "schema_version": 1}
+    assert body["database"] == {
+        "status": "ok",
+        "backend": "sqlite",
+        "schema_version": len(MIGRATIONS),
+    }
     assert body["queue"]["status"] == "ok" and body["queue"]["waiting"] == 0
     assert body["consumers"]["alive"] == 0 and body["consumers"]["last_heartbeat"] is None
 

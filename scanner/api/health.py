@@ -10,11 +10,9 @@ from marshmallow import Schema, fields
 
 from scanner import __version__
 from scanner.db import schema_version
+from scanner.jobs.housekeeping import ALIVE_INTERVALS
 from scanner.jobs.store import utcnow
 from scanner.services import Services
-
-# A consumer is taken for alive while its last heartbeat is younger than this many intervals.
-ALIVE_INTERVALS = 3
 
 
 class HealthSchema(Schema):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any
 
 from flask import url_for
@@ -43,6 +44,28 @@ class JobSchema(Schema):
     )
     cancel_requested_at = fields.DateTime(allow_none=True)
     consumer = fields.String(allow_none=True, metadata={"description": "Who ran it last."})
+
+
+class AttemptSchema(Schema):
+    number = fields.Integer()
+    consumer = fields.String(metadata={"description": "host:pid of the consumer."})
+    started_at = fields.DateTime()
+    finished_at = fields.DateTime(allow_none=True)
+    outcome = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "complete, failed, timeout, cancelled, shutdown (the consumer "
+            "stopped) or crashed (the consumer died); null while it runs",
+            "enum": ["complete", "failed", "timeout", "cancelled", "shutdown", "crashed"],
+        },
+    )
+    error = fields.String(allow_none=True)
+
+
+class JobDetailSchema(JobSchema):
+    history = fields.List(
+        fields.Nested(AttemptSchema), metadata={"description": "Every attempt, oldest first."}
+    )
 
 
 class JobSubmitSchema(Schema):
@@ -159,10 +182,11 @@ def create_blueprint(services: Services, api: Api) -> Blueprint:
 
     @blp.route("/jobs/<job_id>")
     class JobItem(MethodView):
-        @blp.response(200, JobSchema)
-        def get(self, job_id: str) -> Job:
-            """One job, with live progress while it runs."""
-            return get_job(job_id)
+        @blp.response(200, JobDetailSchema)
+        def get(self, job_id: str) -> dict[str, Any]:
+            """One job, with live progress while it runs and the history of its attempts."""
+            job = get_job(job_id)
+            return {**asdict(job), "job_id": job.id, "history": store.history(job_id)}
 
     @blp.route("/jobs/<job_id>/cancel", methods=["POST"])
     @blp.response(200, JobSchema, description="Cancelled (it was pending).")

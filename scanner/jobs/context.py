@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from scanner.errors import JobCancelled, JobTimedOut
+from scanner.errors import JobCancelled, JobShutdown, JobTimedOut
 
 if TYPE_CHECKING:
     from scanner.jobs.store import Job
@@ -31,9 +32,11 @@ class JobContext:
         *,
         clock: Any = time.monotonic,
         sync_interval: float = SYNC_INTERVAL,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.job = job
         self.services = services
+        self._stopping = stopping
         self._clock = clock
         self._sync_interval = sync_interval
         self._started = clock()
@@ -74,7 +77,10 @@ class JobContext:
         return self._stop
 
     def check(self) -> None:
-        """Raise ``JobCancelled`` or ``JobTimedOut`` when the job should stop now."""
+        """Raise ``JobCancelled``, ``JobTimedOut`` or ``JobShutdown`` when the job should stop
+        now. The runner records each (a shutdown puts the job back in the queue)."""
+        if self._stopping():
+            raise JobShutdown("the consumer is shutting down")
         if self.cancelled:
             raise JobCancelled("cancelled while running")
         left = self.time_left

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from huey.exceptions import TaskTimeout
 from marshmallow import ValidationError
 
-from scanner.errors import JobCancelled, JobTimedOut
+from scanner.errors import JobCancelled, JobShutdown, JobTimedOut
 from scanner.jobs.context import JobContext
 from scanner.jobs.states import Status
 from scanner.jobs.store import Job
@@ -19,6 +19,16 @@ if TYPE_CHECKING:
     from scanner.services import Services
 
 log = logging.getLogger(__name__)
+
+
+def requeue(services: Services, job: Job, consumer: str, outcome: str, error: str) -> bool:
+    """Put a job that ``consumer`` was running back in the queue, its attempt cut short by a
+    shutdown or a crash. False (and nothing queued) if the consumer no longer held it."""
+    if not services.store.release(job.id, consumer, outcome, error):
+        return False
+    services.queue.enqueue(job.id, priority=job.priority, timeout=job.timeout)
+    log.info("job %s goes back to the queue (%s)", job.id, outcome)
+    return True
 
 
 def _describe(exc: BaseException) -> str:
@@ -36,15 +46,26 @@ def _flatten(messages: Any, where: str = "") -> str:
 
 
 class Runner:
-    """Executes job ids taken from the queue. One per consumer, shared by its workers."""
+    """Executes job ids taken from the queue. One per consumer, shared by its workers.
 
-    def __init__(self, services: Services, consumer_id: Callable[[], str]) -> None:
+    Every write names this consumer, so if it was presumed dead and its job recovered by
+    another, its late writes change nothing.
+    """
+
+    def __init__(
+        self,
+        services: Services,
+        consumer_id: Callable[[], str],
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.services = services
         self.consumer_id = consumer_id
+        self.stopping = stopping
 
     def run(self, job_id: str) -> None:
         store = self.services.store
-        job = store.claim(job_id, self.consumer_id())
+        me = self.consumer_id()
+        job = store.claim(job_id, me)
         if job is None:
             # Cancelled while queued, already taken, or removed: nothing to do.
             log.info("job %s is not pending; skipped", job_id)
@@ -54,11 +75,12 @@ class Runner:
             store.finish(
                 job.id,
                 Status.FAILED,
+                consumer=me,
                 error=f"no plugin in this consumer provides the job type {job.type!r}; "
                 "install the plugin on every consumer and restart it",
             )
             return
-        ctx = JobContext(job, self.services)
+        ctx = JobContext(job, self.services, stopping=self.stopping)
         try:
             try:
                 payload = job_type.payload_schema.load(job.payload)
@@ -66,30 +88,34 @@ class Runner:
             finally:
                 ctx.flush()  # the last progress reported stays visible, however it ended
             stored = self._storable(result)
+        except JobShutdown:
+            requeue(self.services, job, me, "shutdown", "the consumer shut down while it ran")
         except JobCancelled:
-            store.finish(job.id, Status.CANCELLED)
+            store.finish(job.id, Status.CANCELLED, consumer=me)
         except (JobTimedOut, TaskTimeout):
-            store.finish(job.id, Status.TIMEOUT, error=f"timed out after {job.timeout:g}s")
+            error = f"timed out after {job.timeout:g}s"
+            store.finish(job.id, Status.TIMEOUT, consumer=me, error=error)
         except ValidationError as exc:
-            store.finish(job.id, Status.FAILED, error=f"invalid payload: {_flatten(exc.messages)}")
+            error = f"invalid payload: {_flatten(exc.messages)}"
+            store.finish(job.id, Status.FAILED, consumer=me, error=error)
         except Exception as exc:
             log.exception("job %s (%s) failed on attempt %d", job.id, job.type, job.attempts)
             delay = job.retry_delay * job_type.retry_backoff ** (job.attempts - 1)
-            self._failed(job, _describe(exc), delay)
+            self._failed(job, me, _describe(exc), delay)
         else:
-            store.finish(job.id, Status.COMPLETE, result=stored)
+            store.finish(job.id, Status.COMPLETE, consumer=me, result=stored)
 
-    def _failed(self, job: Job, error: str, delay: float) -> None:
+    def _failed(self, job: Job, me: str, error: str, delay: float) -> None:
         store = self.services.store
         if store.get(job.id).cancel_requested_at is not None:
-            store.finish(job.id, Status.CANCELLED, error=error)  # asked to stop: no retry
-        elif job.attempts <= job.retries and store.retry_later(job.id, error, delay):
+            store.finish(job.id, Status.CANCELLED, consumer=me, error=error)  # no retry
+        elif job.attempts <= job.retries and store.retry_later(job.id, error, delay, me):
             self.services.queue.enqueue(
                 job.id, priority=job.priority, delay=delay, timeout=job.timeout
             )
             log.info("job %s will run again in %.1fs", job.id, delay)
         else:
-            store.finish(job.id, Status.FAILED, error=error)
+            store.finish(job.id, Status.FAILED, consumer=me, error=error)
 
     @staticmethod
     def _storable(result: Mapping[str, Any] | None) -> dict[str, Any] | None:

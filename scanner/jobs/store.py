@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from scanner.db import write
 from scanner.errors import InvalidTransition, JobNotFound
 from scanner.jobs.states import TERMINAL, Status, sources
-from scanner.schema import consumers, jobs
+from scanner.schema import consumers, job_attempts, jobs
 
 
 def utcnow() -> datetime:
@@ -153,32 +153,64 @@ class JobStore:
             conn.execute(jobs.delete().where(jobs.c.id == job_id))
 
     def _move(
-        self, job_id: str, target: Status, *, only_from: Iterable[Status] = (), **values: Any
+        self,
+        job_id: str,
+        target: Status,
+        *,
+        only_from: Iterable[Status] = (),
+        consumer: str | None = None,
+        outcome: str | None = None,
+        **values: Any,
     ) -> bool:
-        """Move a job to ``target`` if its state allows it; False when it did not."""
+        """Move a job to ``target`` if its state allows it; False when it did not.
+
+        ``consumer``: only if that consumer holds it. ``outcome``: also close the job's open
+        attempt with it, in the same transaction.
+        """
         allowed = set(only_from) or sources(target)
-        query = (
-            jobs.update()
-            .where(jobs.c.id == job_id, jobs.c.status.in_([s.value for s in allowed]))
-            .values(status=target.value, updated_at=utcnow(), **values)
-        )
+        now = utcnow()
+        where = [jobs.c.id == job_id, jobs.c.status.in_([s.value for s in allowed])]
+        if consumer is not None:
+            where.append(jobs.c.consumer == consumer)
         with write(self.engine) as conn:
-            return conn.execute(query).rowcount == 1
+            moved = conn.execute(
+                jobs.update().where(*where).values(status=target.value, updated_at=now, **values)
+            ).rowcount
+            if moved and outcome:
+                conn.execute(
+                    job_attempts.update()
+                    .where(job_attempts.c.job_id == job_id, job_attempts.c.finished_at.is_(None))
+                    .values(finished_at=now, outcome=outcome, error=values.get("error"))
+                )
+        return moved == 1
 
     def claim(self, job_id: str, consumer: str) -> Job | None:
         """Take a pending job to run it; None if it is not pending (cancelled, taken, gone)."""
         now = utcnow()
-        claimed = self._move(
-            job_id,
-            Status.RUNNING,
-            attempts=jobs.c.attempts + 1,
-            started_at=now,
-            finished_at=None,
-            next_attempt_at=None,
-            progress=None,
-            consumer=consumer,
-        )
-        return self.get(job_id) if claimed else None
+        with write(self.engine) as conn:
+            row = conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.status == Status.PENDING.value)
+                .values(
+                    status=Status.RUNNING.value,
+                    attempts=jobs.c.attempts + 1,
+                    started_at=now,
+                    updated_at=now,
+                    finished_at=None,
+                    next_attempt_at=None,
+                    progress=None,
+                    consumer=consumer,
+                )
+                .returning(jobs.c.attempts)
+            ).first()
+            if row is None:
+                return None
+            conn.execute(
+                job_attempts.insert().values(
+                    job_id=job_id, number=row.attempts, consumer=consumer, started_at=now
+                )
+            )
+        return self.get(job_id)
 
     def finish(
         self,
@@ -187,21 +219,87 @@ class JobStore:
         *,
         result: dict[str, Any] | None = None,
         error: str | None = None,
+        consumer: str | None = None,
+        outcome: str | None = None,
     ) -> bool:
+        """End a job as ``status`` (terminal), closing its running attempt with ``outcome``
+        (by default the status)."""
         assert status in TERMINAL
         values: dict[str, Any] = {"finished_at": utcnow(), "result": result, "error": error}
         if status is Status.COMPLETE:
             values["progress"] = 1.0
-        return self._move(job_id, status, **values)
+        outcome = outcome or status.value
+        return self._move(job_id, status, consumer=consumer, outcome=outcome, **values)
 
-    def retry_later(self, job_id: str, error: str, delay: float) -> bool:
+    def retry_later(
+        self, job_id: str, error: str, delay: float, consumer: str | None = None
+    ) -> bool:
         """Hand a failed attempt back to the queue, to run again after ``delay`` seconds."""
         return self._move(
             job_id,
             Status.PENDING,
+            consumer=consumer,
+            outcome="failed",
             error=error,
             next_attempt_at=utcnow() + timedelta(seconds=delay),
         )
+
+    def release(self, job_id: str, consumer: str, outcome: str, error: str) -> bool:
+        """Hand a job that ``consumer`` was running back to the queue, its attempt cut short
+        (``outcome``: ``shutdown`` or ``crashed``). False if that consumer no longer holds it.
+        """
+        return self._move(
+            job_id, Status.PENDING, consumer=consumer, outcome=outcome, error=error, progress=None
+        )
+
+    def history(self, job_id: str) -> list[dict[str, Any]]:
+        """Every attempt at the job, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                job_attempts.select()
+                .where(job_attempts.c.job_id == job_id)
+                .order_by(job_attempts.c.number)
+            ).all()
+        return [r._asdict() for r in rows]
+
+    def crashes(self, job_id: str) -> int:
+        """How many attempts at the job ended with its consumer dying."""
+        with self.engine.connect() as conn:
+            count = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(job_attempts)
+                .where(job_attempts.c.job_id == job_id, job_attempts.c.outcome == "crashed")
+            ).scalar_one()
+        return int(count)
+
+    def running(self) -> list[Job]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(jobs.select().where(jobs.c.status == Status.RUNNING.value))
+            return [Job.from_row(r) for r in rows]
+
+    def stranded(self, idle_since: datetime) -> list[Job]:
+        """Pending jobs due to run that nothing has touched since ``idle_since``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                jobs.select().where(
+                    jobs.c.status == Status.PENDING.value,
+                    jobs.c.updated_at < idle_since,
+                    sa.or_(jobs.c.next_attempt_at.is_(None), jobs.c.next_attempt_at < idle_since),
+                )
+            )
+            return [Job.from_row(r) for r in rows]
+
+    def purge(self, finished_before: datetime) -> int:
+        """Delete finished jobs (and their attempts) older than ``finished_before``, and
+        consumers silent since then. Pending and running jobs are never touched."""
+        old = sa.select(jobs.c.id).where(
+            jobs.c.status.in_([s.value for s in TERMINAL]), jobs.c.finished_at < finished_before
+        )
+        with write(self.engine) as conn:
+            conn.execute(job_attempts.delete().where(job_attempts.c.job_id.in_(old)))
+            removed = conn.execute(jobs.delete().where(jobs.c.id.in_(old))).rowcount
+            conn.execute(consumers.delete().where(consumers.c.last_seen < finished_before))
+        return int(removed)
 
     def cancel(self, job_id: str) -> Job:
         """Cancel a pending job at once, or ask a running one to stop.
@@ -264,10 +362,6 @@ class JobStore:
                         last_seen=now,
                     )
                 )
-
-    def forget_consumer(self, consumer_id: str) -> None:
-        with write(self.engine) as conn:
-            conn.execute(consumers.delete().where(consumers.c.id == consumer_id))
 
     def live_consumers(self, seen_within: float) -> list[Consumer]:
         since = utcnow() - timedelta(seconds=seen_within)

@@ -145,9 +145,7 @@ class Scanner:
             if not missing and (recursive or os.path.dirname(path) == root)
         ]
         del seen
-        self._probe_and_write(
-            to_probe, self.store.details(known), self.store.details(gone), result
-        )
+        self._probe_and_write(to_probe, self.store.details(known), self.store.details(gone), result)
         return result
 
     def _inspect(self, path: str) -> Probed:

@@ -1,0 +1,122 @@
+"""What every consumer does now and then: heartbeats, recovering jobs whose consumer died,
+re-queueing jobs that lost their message, and pruning old jobs.
+
+Each step is safe to run in many consumers at once: every change is a conditional UPDATE
+that only one of them can win.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from scanner.jobs.runner import requeue
+from scanner.jobs.states import Status
+from scanner.jobs.store import utcnow
+
+if TYPE_CHECKING:
+    from scanner.services import Services
+
+log = logging.getLogger(__name__)
+
+# A consumer is alive while its last heartbeat is younger than this many intervals.
+ALIVE_INTERVALS = 3
+# A job whose consumer died this many times while running it is not run again.
+MAX_CRASHES = 3
+# A pending job untouched for this many heartbeat intervals, while no message waits in the
+# queue, has lost its message (its web process died between the row and the message).
+STRANDED_INTERVALS = 6
+PURGE_EVERY = 600.0  # seconds between retention sweeps
+
+
+def consumer_id() -> str:
+    """This consumer process, as heartbeats and job rows name it: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_gone(consumer: str) -> bool:
+    """True if ``consumer`` ran on this host and its process no longer exists."""
+    host, _, pid = consumer.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class Housekeeper:
+    def __init__(self, services: Services, me: Callable[[], str] = consumer_id) -> None:
+        self.services = services
+        self.me = me
+        self._purged_at = float("-inf")
+
+    def run_once(self) -> None:
+        """One round: each step logged and skipped on error, so one failure stops none."""
+        for step in (self.beat, self.recover_orphans, self.requeue_stranded, self.purge_if_due):
+            try:
+                step()
+            except Exception:
+                log.exception("housekeeping step %s failed; trying again next round", step)
+
+    def beat(self) -> None:
+        me = self.me()
+        host, _, pid = me.rpartition(":")
+        self.services.store.heartbeat(me, host, int(pid), list(self.services.plugins.job_types))
+
+    def recover_orphans(self) -> int:
+        """Requeue running jobs whose consumer is dead; fail those that keep killing it."""
+        store, settings = self.services.store, self.services.settings
+        alive = {c.id for c in store.live_consumers(settings.heartbeat_seconds * ALIVE_INTERVALS)}
+        recovered = 0
+        for job in store.running():
+            dead = job.consumer not in alive or _process_gone(job.consumer or "")
+            if job.consumer == self.me() or not dead:
+                continue
+            crashes = store.crashes(job.id) + 1
+            error = f"its consumer {job.consumer} died while running it"
+            if crashes >= MAX_CRASHES:
+                failed = store.finish(
+                    job.id,
+                    Status.FAILED,
+                    consumer=job.consumer,
+                    outcome="crashed",
+                    error=f"{error}, {crashes} times; it is not run again",
+                )
+                if failed:
+                    log.error("job %s failed: its consumer died %d times", job.id, crashes)
+            elif requeue(self.services, job, job.consumer or "", "crashed", error):
+                log.warning("job %s recovered from dead consumer %s", job.id, job.consumer)
+                recovered += 1
+        return recovered
+
+    def requeue_stranded(self) -> int:
+        """Queue pending jobs that have no message, if the queue is empty enough to tell."""
+        services = self.services
+        if services.queue.pending_count():
+            return 0  # messages are waiting: they may be these jobs' own
+        idle = services.settings.heartbeat_seconds * STRANDED_INTERVALS
+        stranded = services.store.stranded(utcnow() - timedelta(seconds=idle))
+        for job in stranded:
+            services.queue.enqueue(job.id, priority=job.priority, timeout=job.timeout)
+            log.warning("job %s was pending with no message; queued it again", job.id)
+        return len(stranded)
+
+    def purge_if_due(self) -> int:
+        now = time.monotonic()
+        if now - self._purged_at < PURGE_EVERY:
+            return 0
+        self._purged_at = now
+        keep = self.services.settings.job_retention_seconds
+        removed = self.services.store.purge(utcnow() - timedelta(seconds=keep))
+        if removed:
+            log.info("removed %d jobs finished more than %gs ago", removed, keep)
+        return removed
