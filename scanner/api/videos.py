@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from flask.views import MethodView
@@ -10,6 +11,8 @@ from marshmallow import Schema, fields, validate
 
 from scanner.api import abort
 from scanner.api.jobs import JobSchema, submit
+from scanner.jobs.states import Status
+from scanner.jobs.store import Job
 from scanner.library.store import SORTABLE, VideoStore
 from scanner.services import Services
 
@@ -61,6 +64,23 @@ class VideoListSchema(Schema):
     offset = fields.Integer()
 
 
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def overlapping_scan(services: Services, path: str) -> Job | None:
+    """A pending or running scan whose tree contains ``path`` or lies inside it."""
+    wanted = os.path.realpath(path) if "\0" not in path else path
+    active, _ = services.store.list_jobs(
+        status=[Status.PENDING, Status.RUNNING], type="scan", limit=1000
+    )
+    for job in active:
+        other = os.path.realpath(str(job.payload.get("path", "")))
+        if _within(wanted, other) or _within(other, wanted):
+            return job
+    return None
+
+
 def create_blueprint(services: Services) -> Blueprint:
     blp = Blueprint("videos", __name__, description="The video library.")
     library = VideoStore(services.engine)
@@ -68,8 +88,21 @@ def create_blueprint(services: Services) -> Blueprint:
     @blp.route("/videos/scan", methods=["POST"])
     @blp.arguments(ScanRequestSchema)
     @blp.response(202, JobSchema, headers={"Location": {"description": "The scan job's URL."}})
+    @blp.alt_response(409, description="A scan of an overlapping tree is already under way.")
     def scan(body: dict[str, Any]) -> Any:
-        """Scan a directory: answers at once with the scan job; follow it under /jobs."""
+        """Scan a directory: answers at once with the scan job; follow it under /jobs.
+
+        Refused (409, naming the job) while a scan of the same tree, or of a directory above or
+        below it, is pending or running: the second would redo the first's work.
+        """
+        busy = overlapping_scan(services, body["path"])
+        if busy is not None:
+            abort(
+                409,
+                message=f"a scan of {busy.payload['path']} is already {busy.status} "
+                f"(job {busy.id}); wait for it or cancel it",
+                errors={"json": {"path": [f"overlaps the scan in job {busy.id}"]}},
+            )
         return submit(services, "scan", body, errors_at=None)
 
     @blp.route("/videos")
