@@ -1,0 +1,83 @@
+"""An upgrade keeps every job and video: a database made at schema version 1, opened by
+today's code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from scanner.app import create_app
+from scanner.config import Settings
+from scanner.db import create_engine, migrate, schema_version
+from scanner.schema import MIGRATIONS
+
+V1_JOB = (
+    "INSERT INTO jobs (id, type, status, payload, progress, result, error, attempts, retries,"
+    " retry_delay, timeout, priority, created_at, updated_at, started_at, finished_at,"
+    " next_attempt_at, cancel_requested_at, consumer) VALUES"
+    " ('{id}', 'echo', '{status}', '{{\"text\": \"old\"}}', {progress}, {result}, NULL,"
+    " {attempts}, 0, 0.0, NULL, 0, '2026-01-01 10:00:00', '2026-01-01 10:00:05',"
+    " {started}, {finished}, NULL, NULL, {consumer})"
+)
+V1_VIDEO = (
+    "INSERT INTO videos (path, filename, file_size, mtime_ns, device, inode, duration_seconds,"
+    " width, height, frame_rate, video_codec, audio_codec, container, fingerprint,"
+    " missing_since, created_at, updated_at) VALUES ('/media/old.mp4', 'old.mp4', 1234, 1, 1,"
+    " 1, 60.0, 1920, 1080, 25.0, 'h264', 'aac', 'mp4', 'abc', NULL, '2026-01-01 10:00:00',"
+    " '2026-01-01 10:00:00')"
+)
+
+
+def make_v1_data_dir(data_dir: Path) -> None:
+    engine = create_engine(f"sqlite:///{data_dir}/scanner.db")
+    assert migrate(engine, MIGRATIONS[:1]) == 1
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            V1_JOB.format(
+                id="done",
+                status="complete",
+                progress=1.0,
+                result='\'{"echo": "old"}\'',
+                attempts=1,
+                started="'2026-01-01 10:00:01'",
+                finished="'2026-01-01 10:00:05'",
+                consumer="'oldhost:42'",
+            )
+        )
+        conn.exec_driver_sql(
+            V1_JOB.format(
+                id="waiting",
+                status="pending",
+                progress="NULL",
+                result="NULL",
+                attempts=0,
+                started="NULL",
+                finished="NULL",
+                consumer="NULL",
+            )
+        )
+        conn.exec_driver_sql(V1_VIDEO)
+    engine.dispose()
+
+
+def test_a_version_1_data_directory_is_migrated_in_place(tmp_path: Path) -> None:
+    make_v1_data_dir(tmp_path)
+    client = create_app(Settings.from_env({"SCANNER_DATA_DIR": str(tmp_path)})).test_client()
+
+    engine = create_engine(f"sqlite:///{tmp_path}/scanner.db")
+    assert schema_version(engine) == len(MIGRATIONS)
+    done = client.get("/api/v1/jobs/done").json
+    assert done["status"] == "complete" and done["result"] == {"echo": "old"}
+    assert done["created_at"] == "2026-01-01T10:00:00+00:00"
+    assert [(a["number"], a["consumer"], a["outcome"]) for a in done["history"]] == [
+        (1, "oldhost:42", "complete")
+    ]
+    waiting = client.get("/api/v1/jobs/waiting").json
+    assert waiting["status"] == "pending" and waiting["history"] == []
+    assert client.get("/api/v1/jobs").json["total"] == 2
+    video = client.get("/api/v1/videos").json["videos"][0]
+    assert (video["path"], video["width"], video["video_codec"]) == ("/media/old.mp4", 1920, "h264")
+    with engine.connect() as conn:
+        tables = set(sa.inspect(conn).get_table_names())
+    assert "job_attempts" in tables
