@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 import requests
 
+from scanner.backup import backup as do_backup
 from scanner.config import Settings
+from scanner.errors import ConfigError
 from scanner.plugins.manager import get_plugin_manager
 
 
@@ -88,6 +91,18 @@ def follow(client: Client, job_id: str) -> dict[str, Any]:
             if job["status"] in ("complete", "failed", "timeout", "cancelled"):
                 return job
             time.sleep(0.2)
+
+
+@main.command()
+@click.argument("destination", type=click.Path(file_okay=False, path_type=Path))
+def backup(destination: Path) -> None:
+    """Copy the SQLite database and queue into DESTINATION, safely, while the service runs."""
+    try:
+        written = do_backup(Settings.from_env(), destination)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    for path in written:
+        click.echo(f"wrote {path}")
 
 
 @main.command()

@@ -1,0 +1,47 @@
+"""The ``scanner`` command's local subcommands (the HTTP ones run in test_e2e_scan)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from scanner.app import create_app
+from scanner.cli import main
+from scanner.config import Settings
+from scanner.services import Services
+
+
+def test_plugins_lists_what_is_installed(env: dict[str, str]) -> None:
+    env["SCANNER_DISABLED_PLUGINS"] = "nothing-by-this-name"
+    result = CliRunner().invoke(main, ["plugins"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "diagnostics  [loaded]  scanner-diagnostics 0.1.0" in result.output
+    assert "  job types: echo, sleep, fail, noop" in result.output
+    assert "scan  [loaded]  scanner 0.1.0" in result.output
+    assert "nothing-by-this-name  [disabled by SCANNER_DISABLED_PLUGINS]" in result.output
+
+
+def test_backup_copies_a_consistent_database_and_queue(
+    env: dict[str, str], services: Services, tmp_path: Path
+) -> None:
+    job = services.jobs.submit("echo", {"text": "keep me"})
+    result = CliRunner().invoke(main, ["backup", str(tmp_path / "copy")], env=env)
+    assert result.exit_code == 0, result.output
+    assert f"wrote {tmp_path / 'copy' / 'scanner.db'}" in result.output
+    for name in ("scanner.db", "queue.db"):
+        with sqlite3.connect(tmp_path / "copy" / name) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    restored = create_app(Settings.from_env({"SCANNER_DATA_DIR": str(tmp_path / "copy")}))
+    copy = restored.test_client().get(f"/api/v1/jobs/{job.id}").json
+    assert copy["payload"] == {"text": "keep me"} and copy["status"] == "pending"
+    assert restored.extensions["scanner"].queue.pending_count() == 1
+
+
+def test_backup_explains_what_it_cannot_copy(env: dict[str, str], tmp_path: Path) -> None:
+    missing = CliRunner().invoke(main, ["backup", str(tmp_path / "x")], env=env)
+    assert missing.exit_code == 1 and "does not exist; is SCANNER_DATA_DIR right?" in missing.output
+    env["SCANNER_DATABASE_URL"] = "postgresql://localhost/scanner"
+    remote = CliRunner().invoke(main, ["backup", str(tmp_path / "x")], env=env)
+    assert remote.exit_code == 1 and "pg_dump" in remote.output
