@@ -30,7 +30,9 @@ lint: install
 test: lint
 	$(BIN)/pytest --cov --cov-report=term
 
+# The scan benchmark compares against ffprobe, from Debian's ffmpeg package.
 bench: install
+	command -v ffprobe >/dev/null || (apt-get update -q && apt-get install -y -q ffmpeg)
 	$(BIN)/python -m benchmarks
 
 clean:
