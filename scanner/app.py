@@ -66,6 +66,12 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         videos.create_blueprint(services),
     ):
         api.register_blueprint(blueprint, url_prefix=API_PREFIX)
+    for plugin, blueprints in services.plugins.call_each("scanner_blueprints", services=services):
+        for blueprint in blueprints or ():
+            try:
+                api.register_blueprint(blueprint, url_prefix=API_PREFIX)
+            except Exception as exc:
+                services.plugins.fail(plugin, f"its blueprint could not be registered: {exc}")
 
     @app.get("/api/docs/static/<path:filename>")
     def swagger_static(filename: str) -> ResponseReturnValue:

@@ -10,18 +10,28 @@ from scanner.config import Settings
 from scanner.db import create_engine, migrate
 from scanner.jobs.service import JobService
 from scanner.jobs.store import JobStore
+from scanner.library.store import VideoStore
 from scanner.plugins.manager import Plugins, get_plugin_manager
 from scanner.queue import JobQueue, create_huey
 
 
 @dataclass
 class Services:
+    """What a process has to work with; plugins get it in hooks and as ``ctx.services``.
+
+    ``settings``: the configuration. ``engine``: the SQLAlchemy engine of the application
+    database (a plugin may keep its own tables there). ``jobs.submit(type, payload)``: queue
+    a job. ``library``: the videos (``get(id)``, ``search(...)``, ``by_ids(ids)``).
+    ``store``, ``queue`` and ``plugins`` are the internals these are built on.
+    """
+
     settings: Settings
     engine: Engine
     store: JobStore
     queue: JobQueue
     plugins: Plugins
     jobs: JobService
+    library: VideoStore
 
 
 def build_services(settings: Settings, plugins: Plugins | None = None) -> Services:
@@ -40,4 +50,5 @@ def build_services(settings: Settings, plugins: Plugins | None = None) -> Servic
         queue=queue,
         plugins=plugins,
         jobs=JobService(store, queue, plugins.job_types),
+        library=VideoStore(engine),
     )

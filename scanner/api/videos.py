@@ -13,7 +13,7 @@ from scanner.api import abort
 from scanner.api.jobs import JobSchema, submit
 from scanner.jobs.states import Status
 from scanner.jobs.store import Job
-from scanner.library.store import SORTABLE, VideoStore
+from scanner.library.store import SORTABLE
 from scanner.services import Services
 
 
@@ -83,7 +83,7 @@ def overlapping_scan(services: Services, path: str) -> Job | None:
 
 def create_blueprint(services: Services) -> Blueprint:
     blp = Blueprint("videos", __name__, description="The video library.")
-    library = VideoStore(services.engine)
+    library = services.library
 
     @blp.route("/videos/scan", methods=["POST"])
     @blp.arguments(ScanRequestSchema)
@@ -132,7 +132,11 @@ def create_blueprint(services: Services) -> Blueprint:
         @blp.response(204)
         def delete(self, video_id: int) -> None:
             """Remove a video from the library (the file on disk is never touched)."""
-            if not library.delete(video_id):
+            video = library.get(video_id)
+            if video is None or not library.delete(video_id):
                 abort(404, message=f"no video has the id {video_id}")
+            services.plugins.call_each(
+                "scanner_library_changed", added=[], updated=[], removed=[video], services=services
+            )
 
     return blp

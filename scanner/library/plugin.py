@@ -8,11 +8,11 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validates
 
 from scanner.config import Settings
-from scanner.errors import ScanRootError
+from scanner.errors import ProbeError, ScanRootError
 from scanner.jobs.context import JobContext
 from scanner.jobs.types import JobType
+from scanner.library.probe import VideoInfo, probe
 from scanner.library.scan import Scanner, check_root
-from scanner.library.store import VideoStore
 from scanner.plugins.hookspecs import hookimpl
 
 
@@ -37,15 +37,46 @@ class ScanPayload(Schema):
 
 
 def scan(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
-    settings = ctx.settings
+    services = ctx.services
+    settings = services.settings
+    hook = services.plugins.hook
+
+    def probe_through_plugins(path: str, timeout: float) -> VideoInfo:
+        info: VideoInfo | None = hook.scanner_probe(path=path, timeout=timeout)
+        if info is None:
+            raise ProbeError("no probe could read it")
+        return info
+
+    def tell_plugins(
+        added: list[dict[str, Any]], updated: list[dict[str, Any]], removed: list[dict[str, Any]]
+    ) -> None:
+        services.plugins.call_each(
+            "scanner_library_changed",
+            added=added,
+            updated=updated,
+            removed=removed,
+            services=services,
+        )
+
+    listening = bool(hook.scanner_library_changed.get_hookimpls())
     scanner = Scanner(
-        VideoStore(ctx.services.engine),
+        services.library,
         extensions=settings.video_extensions,
         probe_timeout=settings.probe_timeout_seconds,
         progress=ctx.progress,
+        probe=probe_through_plugins,
+        on_change=tell_plugins if listening else None,
     )
     root = check_root(payload["path"], tuple(map(str, settings.allowed_roots)))
-    return scanner.scan(root, recursive=payload["recursive"]).as_dict()
+    result = scanner.scan(root, recursive=payload["recursive"]).as_dict()
+    services.plugins.call_each("scanner_scan_finished", root=root, result=result, services=services)
+    return result
+
+
+@hookimpl(trylast=True)
+def scanner_probe(path: str, timeout: float) -> VideoInfo:
+    """The built-in probe: PyAV, in-process. Plugins' probes are asked first."""
+    return probe(path, timeout)
 
 
 @hookimpl

@@ -9,6 +9,7 @@ writes results in batches, one short transaction per batch.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -22,6 +23,8 @@ from scanner.jobs.store import utcnow
 from scanner.library.probe import VideoInfo, probe
 from scanner.library.store import Known, VideoStore
 from scanner.library.walk import FoundFile, walk
+
+log = logging.getLogger(__name__)
 
 BATCH = 500  # rows per write transaction
 FINGERPRINT_BLOCK = 64 * 1024
@@ -94,8 +97,16 @@ def check_root(path: str, allowed_roots: tuple[str, ...] = ()) -> str:
     return real
 
 
+# Told of each batch written: the videos added, updated (or moved back in), and removed.
+OnChange = Callable[[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]], None]
+
+
 class Scanner:
-    """One scan of one root. ``progress(done, total)`` may raise to stop it (cancel)."""
+    """Scans roots into the library.
+
+    ``progress(done, total)`` may raise to stop a scan (a cancel); ``probe(path, timeout)``
+    reads one file; ``on_change(added, updated, removed)`` hears of each batch written.
+    """
 
     def __init__(
         self,
@@ -105,12 +116,16 @@ class Scanner:
         probe_timeout: float = 10.0,
         workers: int | None = None,
         progress: Callable[[int, int], None] = lambda done, total: None,
+        probe: Callable[[str, float], VideoInfo] = probe,
+        on_change: OnChange | None = None,
     ) -> None:
         self.store = store
         self.extensions = extensions
         self.probe_timeout = probe_timeout
         self.workers = workers or os.cpu_count() or 2
         self.progress = progress
+        self.probe = probe
+        self.on_change = on_change
 
     def scan(self, root: str, *, recursive: bool = True) -> ScanResult:
         result = ScanResult()
@@ -152,10 +167,13 @@ class Scanner:
         try:
             st = os.stat(path)
             f = FoundFile(path, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
-            info: VideoInfo | str = probe(path, timeout=self.probe_timeout)
+            info: VideoInfo | str = self.probe(path, self.probe_timeout)
             return f, info, fingerprint(path, f.size)
         except ProbeError as exc:
             return f, str(exc), None
+        except Exception as exc:  # a probe plugin's bug is that file's error, not the scan's
+            log.exception("probe of %s failed", path)
+            return f, f"the probe failed: {type(exc).__name__}: {exc}", None
         except OSError as exc:
             return FoundFile(path, 0, 0, 0, 0), f"unreadable: {exc.strerror or exc}", None
 
@@ -217,16 +235,30 @@ class Scanner:
                         if f.path in changed:
                             result.updated += 1
                 if len(inserts) + len(updates) >= BATCH:
-                    self.store.write_batch(inserts, updates)
+                    self._write(inserts, updates)
                     inserts, updates = [], []
                 self.progress(done, total)
         except JobInterrupted:
-            self.store.write_batch(inserts, updates)  # keep what was read before the stop
+            self._write(inserts, updates)  # keep what was read before the stop
             raise
-        self.store.write_batch(inserts, updates)
+        self._write(inserts, updates)
         self.progress(total, total)
         # Only now, with every new path matched: what was not matched is gone.
-        result.removed = self.store.mark_missing(k.id for k in vanished.values())
+        gone = [k.id for k in vanished.values()]
+        result.removed = self.store.mark_missing(gone)
+        if self.on_change and gone:
+            self.on_change([], [], self.store.by_ids(gone))
+
+    def _write(self, inserts: list[dict[str, Any]], updates: list[dict[str, Any]]) -> None:
+        self.store.write_batch(inserts, updates)
+        if self.on_change and (inserts or updates):
+            new = {row["path"] for row in inserts}
+            videos = self.store.by_paths([row["path"] for row in inserts + updates])
+            self.on_change(
+                [v for v in videos if v["path"] in new],
+                [v for v in videos if v["path"] not in new],
+                [],
+            )
 
     @staticmethod
     def _row(f: FoundFile, info: VideoInfo, print_: str | None, now: Any) -> dict[str, Any]:

@@ -126,6 +126,20 @@ class VideoStore:
             total = conn.execute(count).scalar_one()
         return rows, total
 
+    def by_paths(self, paths: Sequence[str]) -> list[dict[str, Any]]:
+        return self._in(videos.c.path, paths)
+
+    def by_ids(self, ids: Sequence[int]) -> list[dict[str, Any]]:
+        return self._in(videos.c.id, ids)
+
+    def _in(self, column: sa.Column[Any], values: Sequence[Any]) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        with self.engine.connect() as conn:
+            for start in range(0, len(values), 500):
+                query = videos.select().where(column.in_(values[start : start + 500]))
+                found += [r._asdict() for r in conn.execute(query)]
+        return found
+
     def get(self, video_id: int) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(videos.select().where(videos.c.id == video_id)).first()

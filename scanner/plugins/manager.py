@@ -63,10 +63,11 @@ class Plugins:
             try:
                 results.append((impl.plugin_name, impl.function(**args)))
             except Exception as exc:
-                self._fail(impl.plugin_name, f"{hook_name} raised {type(exc).__name__}: {exc}")
+                self.fail(impl.plugin_name, f"{hook_name} raised {type(exc).__name__}: {exc}")
         return results
 
-    def _fail(self, name: str, error: str) -> None:
+    def fail(self, name: str, error: str) -> None:
+        """Record (and log) what went wrong with a plugin; it shows in ``GET /plugins``."""
         log.error("plugin %s: %s", name, error)
         info = self.infos.setdefault(name, PluginInfo(name))
         info.error = error if info.error is None else f"{info.error}; {error}"
@@ -76,9 +77,9 @@ class Plugins:
         for plugin, provided in self.call_each("scanner_job_types", settings=settings):
             for job_type in provided or ():
                 if not isinstance(job_type, JobType):
-                    self._fail(plugin, f"scanner_job_types returned {job_type!r}, not a JobType")
+                    self.fail(plugin, f"scanner_job_types returned {job_type!r}, not a JobType")
                 elif job_type.name in types:
-                    self._fail(plugin, f"job type {job_type.name!r} is already registered")
+                    self.fail(plugin, f"job type {job_type.name!r} is already registered")
                 else:
                     types[job_type.name] = job_type
                     self.infos[plugin].job_types.append(job_type.name)
