@@ -6,121 +6,60 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 
-from scanner.app import create_app
 from scanner.config import Settings
-from scanner.services import Services, build_services
+from scanner.services import Services
+from scanner.testing import BIN, ConsumerProcess, wait_until
 
-BIN = Path(sys.executable).parent
+__all__ = ["BIN", "ConsumerProcess", "wait_until"]
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    """SCANNER_* variables for this test; consumers started by the test get the same."""
-    return {"SCANNER_DATA_DIR": str(tmp_path / "data"), "SCANNER_HEARTBEAT": "0.2s"}
+def scanner_env(tmp_path: Path) -> dict[str, str]:
+    """scanner.testing's, but core tests count jobs: no automatic thumbnail jobs here."""
+    return {
+        "SCANNER_DATA_DIR": str(tmp_path / "data"),
+        "SCANNER_HEARTBEAT": "0.2s",
+        "SCANNER_THUMBNAILS_AUTO": "0",
+    }
+
+
+# Short names for the fixtures of scanner.testing, which this suite uses everywhere.
 
 
 @pytest.fixture
-def settings(env: dict[str, str]) -> Settings:
-    return Settings.from_env(env)
+def env(scanner_env: dict[str, str]) -> dict[str, str]:
+    return scanner_env
 
 
 @pytest.fixture
-def services(settings: Settings) -> Services:
-    return build_services(settings)
+def settings(scanner_settings: Settings) -> Settings:
+    return scanner_settings
 
 
 @pytest.fixture
-def app(services: Services) -> Flask:
-    app = create_app(services=services)
-    app.testing = True
-    return app
+def services(scanner_services: Services) -> Services:
+    return scanner_services
 
 
 @pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "it") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
-class ConsumerProcess:
-    """A real ``huey_consumer`` process on the test's data directory."""
-
-    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 4) -> None:
-        self.env = env
-        self.log_path = log_path
-        self.workers = workers
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ConsumerProcess:
-        args = [str(BIN / "huey_consumer"), "scanner.worker.huey", "-w", str(self.workers)]
-        # Poll the queue often so tests do not wait on an idle consumer's back-off.
-        args += ["-k", "thread", "-d", "0.01", "-m", "0.05", "-b", "1.05", "-s", "1"]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                args, env={**os.environ, **self.env}, cwd=REPO, stdout=log, stderr=log
-            )
-        wait_until(
-            lambda: (
-                self.log_path.exists() and b"Huey consumer started" in self.log_path.read_bytes()
-            ),
-            what="the consumer to start",
-        )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 20.0) -> int:
-        """Stop with ``sig`` (SIGINT: graceful) and return the exit status."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+def client(scanner_client: FlaskClient) -> FlaskClient:
+    return scanner_client
 
 
 @pytest.fixture
-def start_consumer(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., ConsumerProcess]]:
-    started: list[ConsumerProcess] = []
-
-    def start(workers: int = 4) -> ConsumerProcess:
-        consumer = ConsumerProcess(env, tmp_path / f"consumer-{len(started)}.log", workers)
-        started.append(consumer)
-        return consumer.start()
-
-    yield start
-    for consumer in started:
-        consumer.stop()
+def start_consumer(
+    scanner_start_consumer: Callable[..., ConsumerProcess],
+) -> Callable[..., ConsumerProcess]:
+    return scanner_start_consumer
 
 
 @pytest.fixture
