@@ -43,7 +43,7 @@ def _security(token: str) -> dict[str, Any]:
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Flask:
     """The Flask app for ``settings`` (default: from SCANNER_* variables)."""
     if services is None:
-        services = build_services(settings or Settings.from_env())
+        services = build_services(settings or Settings.from_env(), role="web")
     app = Flask(__name__)
     app.config.update(
         API_TITLE="scanner",
@@ -89,5 +89,4 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         if request.method in BODY_METHODS and request.content_length and not request.is_json:
             abort(415, message="send the request body as JSON, with Content-Type: application/json")
 
-    services.plugins.call_each("scanner_startup", role="web", services=services)
     return app

@@ -34,8 +34,12 @@ class Services:
     library: VideoStore
 
 
-def build_services(settings: Settings, plugins: Plugins | None = None) -> Services:
-    """Open the database (migrating it), the queue and the plugins for ``settings``."""
+def build_services(
+    settings: Settings, plugins: Plugins | None = None, *, role: str = "script"
+) -> Services:
+    """Open the database (migrating it), the queue and the plugins for ``settings``, then
+    tell the plugins (``scanner_startup``) that a process of ``role`` is ready: ``web``,
+    ``consumer``, or ``script`` for anything else (tests, benchmarks, tools)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(settings.database_url)
     migrate(engine)
@@ -43,7 +47,7 @@ def build_services(settings: Settings, plugins: Plugins | None = None) -> Servic
     queue = JobQueue(create_huey(settings.queue_url))
     if plugins is None:
         plugins = get_plugin_manager(settings, disabled=settings.disabled_plugins)
-    return Services(
+    services = Services(
         settings=settings,
         engine=engine,
         store=store,
@@ -52,3 +56,5 @@ def build_services(settings: Settings, plugins: Plugins | None = None) -> Servic
         jobs=JobService(store, queue, plugins.job_types),
         library=VideoStore(engine),
     )
+    plugins.call_each("scanner_startup", role=role, services=services)
+    return services

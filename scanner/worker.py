@@ -52,7 +52,7 @@ class Housekeeping:
 
 def create_consumer(settings: Settings | None = None, plugins: Plugins | None = None) -> Services:
     """Services for a consumer process, with the job task wired to a runner."""
-    services = build_services(settings or Settings.from_env(), plugins)
+    services = build_services(settings or Settings.from_env(), plugins, role="consumer")
     huey = services.queue.huey
     stop_flags: list[Any] = []
 
@@ -90,7 +90,6 @@ def create_consumer(settings: Settings | None = None, plugins: Plugins | None = 
             except Exception:
                 log.exception("could not hand job %s back to the queue", job_id)
 
-    services.plugins.call_each("scanner_startup", role="consumer", services=services)
     return services
 
 

@@ -24,11 +24,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def scanner_env(tmp_path: Path) -> dict[str, str]:
-    """scanner.testing's, but core tests count jobs: no automatic thumbnail jobs here."""
+    """scanner.testing's, but core tests count jobs: the first-party plugins stay loaded
+    but queue nothing by themselves here (their own tests cover that)."""
     return {
         "SCANNER_DATA_DIR": str(tmp_path / "data"),
         "SCANNER_HEARTBEAT": "0.2s",
         "SCANNER_THUMBNAILS_AUTO": "0",
+        "SCANNER_CHECKSUM_AUTO": "0",
     }
 
 

@@ -38,7 +38,8 @@ def scanner_job_types(settings: Settings) -> list[JobType]:  # type: ignore[empt
 
 @hookspec
 def scanner_startup(role: str, services: Services) -> None:
-    """Called once when a process is ready: ``role`` is ``"web"`` or ``"consumer"``.
+    """Called once when a process is ready: ``role`` is ``"web"``, ``"consumer"``, or
+    ``"script"`` (a test, a benchmark, a tool that builds the services itself).
 
     ``services`` gives the settings, the database engine, the job service and the library.
     Create a plugin's own tables here (``metadata.create_all(services.engine)``).
