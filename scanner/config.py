@@ -46,6 +46,13 @@ def _seconds(value: str, name: str) -> float:
     return seconds
 
 
+def _positive_seconds(value: str, name: str) -> float:
+    seconds = _seconds(value, name)
+    if seconds == 0:
+        raise ConfigError(f"{name}={value!r}: must be more than zero")
+    return seconds
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the web process and the consumers need to know, passed in explicitly."""
@@ -84,8 +91,10 @@ class Settings:
             job_retention_seconds=_seconds(
                 env.get("SCANNER_JOB_RETENTION") or "7d", "SCANNER_JOB_RETENTION"
             ),
-            heartbeat_seconds=_seconds(env.get("SCANNER_HEARTBEAT") or "5s", "SCANNER_HEARTBEAT"),
-            probe_timeout_seconds=_seconds(
+            heartbeat_seconds=_positive_seconds(
+                env.get("SCANNER_HEARTBEAT") or "5s", "SCANNER_HEARTBEAT"
+            ),
+            probe_timeout_seconds=_positive_seconds(
                 env.get("SCANNER_PROBE_TIMEOUT") or "10s", "SCANNER_PROBE_TIMEOUT"
             ),
             extra={k: v for k, v in env.items() if k.startswith("SCANNER_")},

@@ -18,6 +18,10 @@ from scanner.errors import ConfigError
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "scanner"
+# Huey's own timeout (SIGALRM, process workers only) fires this long after a job's: the
+# handler's cooperative ctx.check() stops it first, and the hard stop is for those that never
+# check; never in the middle of the runner's own writes around the handler.
+HARD_TIMEOUT_GRACE = 5.0
 
 
 def create_huey(url: str, *, name: str = QUEUE_NAME) -> Huey:
@@ -74,6 +78,8 @@ class JobQueue:
     ) -> None:
         """Queue a run of ``job_id``; ``timeout`` lets Huey's process workers cut it off
         (SIGALRM) even when the handler never checks its own time."""
+        if timeout is not None:
+            timeout += HARD_TIMEOUT_GRACE
         if delay:
             self._task.schedule((job_id,), delay=delay, priority=priority, timeout=timeout)
         else:

@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from huey import Huey
@@ -27,7 +28,8 @@ log = logging.getLogger(__name__)
 
 
 class Housekeeping:
-    """Runs a ``Housekeeper`` round every heartbeat interval, on one thread per process."""
+    """Beats, and runs ``Housekeeper`` rounds, every heartbeat interval: two threads per
+    process, so a slow round (a busy database) never delays the heartbeat."""
 
     def __init__(self, housekeeper: Housekeeper, interval: float) -> None:
         self.housekeeper = housekeeper
@@ -42,12 +44,21 @@ class Housekeeping:
                 return
             self._pid = os.getpid()
             self.housekeeper.beat()  # before this process takes any job
-            threading.Thread(target=self._loop, name="scanner-housekeeping", daemon=True).start()
+            for name, step in (
+                ("heartbeat", self.housekeeper.beat),
+                ("housekeeping", self.housekeeper.run_once),
+            ):
+                threading.Thread(
+                    target=self._every_interval, args=(step,), name=f"scanner-{name}", daemon=True
+                ).start()
 
-    def _loop(self) -> None:
+    def _every_interval(self, step: Callable[[], None]) -> None:
         while True:
-            self.housekeeper.run_once()
             time.sleep(self.interval)
+            try:
+                step()
+            except Exception:
+                log.exception("%s failed; trying again in %gs", step.__name__, self.interval)
 
 
 def create_consumer(settings: Settings | None = None, plugins: Plugins | None = None) -> Services:

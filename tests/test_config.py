@@ -51,3 +51,9 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
 def test_bad_durations_name_the_variable(value: str) -> None:
     with pytest.raises(ConfigError, match="SCANNER_JOB_RETENTION"):
         Settings.from_env({"SCANNER_JOB_RETENTION": value})
+
+
+@pytest.mark.parametrize("name", ["SCANNER_HEARTBEAT", "SCANNER_PROBE_TIMEOUT"])
+def test_intervals_must_be_more_than_zero(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"{name}='0s': must be more than zero"):
+        Settings.from_env({name: "0s"})

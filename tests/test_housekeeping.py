@@ -16,7 +16,7 @@ from scanner.services import Services
 
 @pytest.fixture
 def keeper(services: Services) -> Housekeeper:
-    return Housekeeper(services, me=lambda: "testhost:1")
+    return Housekeeper(services, me=lambda: "testhost:1:abc")
 
 
 def age(services: Services, table: sa.Table, column: str, days: float) -> None:
@@ -43,7 +43,7 @@ def test_jobs_of_live_consumers_and_of_this_one_are_left_alone(
 ) -> None:
     mine = services.jobs.submit("echo", {"text": "x"})
     theirs = services.jobs.submit("echo", {"text": "y"})
-    services.store.claim(mine.id, "testhost:1")
+    services.store.claim(mine.id, "testhost:1:abc")
     services.store.claim(theirs.id, "alive-host:7")
     services.store.heartbeat("alive-host:7", "alive-host", 7, [])
     assert keeper.recover_orphans() == 0
@@ -67,16 +67,16 @@ def test_pending_jobs_without_a_message_are_queued_once_the_queue_is_empty(
 
 def test_retention_removes_old_finished_jobs_only(services: Services, keeper: Housekeeper) -> None:
     old_done = services.jobs.submit("echo", {"text": "a"})
-    services.store.claim(old_done.id, "testhost:1")
+    services.store.claim(old_done.id, "testhost:1:abc")
     services.store.finish(old_done.id, Status.COMPLETE)
     old_pending = services.jobs.submit("echo", {"text": "b"})
     old_running = services.jobs.submit("echo", {"text": "c"})
-    services.store.claim(old_running.id, "testhost:1")
+    services.store.claim(old_running.id, "testhost:1:abc")
     services.store.heartbeat("old-host:1", "old-host", 1, [])
     for table, column in ((jobs, "finished_at"), (jobs, "created_at"), (consumers, "last_seen")):
         age(services, table, column, days=8)
     recent = services.jobs.submit("echo", {"text": "d"})
-    services.store.claim(recent.id, "testhost:1")
+    services.store.claim(recent.id, "testhost:1:abc")
     services.store.finish(recent.id, Status.COMPLETE)
 
     assert keeper.purge_if_due() == 1
@@ -96,7 +96,9 @@ def test_a_failing_step_does_not_stop_the_others(
     old = services.store.create("echo", {})
     services.store.cancel(old.id)
     age(services, jobs, "finished_at", days=8)
-    keeper = Housekeeper(services, me=lambda: "no-pid-here")
-    keeper.run_once()  # beat() cannot parse a pid out of the id
+    services.queue.huey.storage.filename = "/proc/no/such/dir/queue.db"  # the queue is gone
+    services.queue.huey.storage.close()
+    keeper = Housekeeper(services, me=lambda: "testhost:1:abc")
+    keeper.run_once()  # requeue_stranded cannot reach the queue
     assert "housekeeping step" in caplog.text
     assert services.store.list_jobs()[1] == 0  # the purge step still ran

@@ -140,3 +140,20 @@ def test_a_job_no_longer_pending_is_skipped(services: Services) -> None:
     services.store.cancel(job.id)
     Runner(services, lambda: "test:1").run(job.id)
     assert services.store.get(job.id).attempts == 0
+
+
+def test_attempts_cut_short_by_a_shutdown_do_not_use_up_retries(services: Services) -> None:
+    job = services.jobs.submit("flaky", {}, retries=1, retry_delay=5)
+    services.store.claim(job.id, "old:1:x")
+    services.store.release(job.id, "old:1:x", "shutdown", "the consumer shut down")
+    runner = Runner(services, lambda: "test:1")
+    runner.run(job.id)  # attempt 2, the first failure: retried, after the first delay
+    after = services.store.get(job.id)
+    assert after.status is Status.PENDING and after.attempts == 2
+    assert after.next_attempt_at - after.updated_at == pytest.approx(
+        timedelta(seconds=5), abs=timedelta(seconds=0.1)
+    )
+    runner.run(job.id)
+    assert services.store.get(job.id).status is Status.FAILED
+    outcomes = [a["outcome"] for a in services.store.history(job.id)]
+    assert outcomes == ["shutdown", "failed", "failed"]

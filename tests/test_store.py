@@ -116,7 +116,7 @@ def test_cancel_running_asks_it_to_stop(store: JobStore) -> None:
     store.claim(job.id, "w")
     asked = store.cancel(job.id)
     assert asked.status is Status.RUNNING and asked.cancel_requested_at is not None
-    assert store.report_progress(job.id, 0.5) is True
+    assert store.report_progress(job.id, "w", 0.5) is True
     assert store.cancel(job.id).status is Status.RUNNING  # asking twice is harmless
 
 
@@ -132,10 +132,11 @@ def test_cancel_finished_job_is_refused(store: JobStore) -> None:
 
 def test_report_progress_only_while_running(store: JobStore) -> None:
     job = store.create("sleep", {})
-    assert store.report_progress(job.id, 0.5) is True  # not running: the caller should stop
+    assert store.report_progress(job.id, "w", 0.5) is True  # not running: the caller should stop
     assert store.get(job.id).progress is None
     store.claim(job.id, "w")
-    assert store.report_progress(job.id, 0.25) is False
+    assert store.report_progress(job.id, "w", 0.25) is False
+    assert store.report_progress(job.id, "someone-else", 0.5) is True  # not theirs
     assert store.get(job.id).progress == 0.25
 
 

@@ -14,7 +14,7 @@ from webargs.fields import DelimitedList
 
 from scanner.api import abort
 from scanner.errors import InvalidTransition, JobNotFound
-from scanner.jobs.service import QueueUnavailable, UnknownJobType
+from scanner.jobs.service import JobConflict, QueueUnavailable, UnknownJobType
 from scanner.jobs.states import Status
 from scanner.jobs.store import Job
 from scanner.services import Services
@@ -144,6 +144,8 @@ def submit(
             message=f"the payload does not fit the {type!r} job type: {_first(exc.messages)}",
             errors={"json": where},
         )
+    except JobConflict as exc:
+        abort(409, message=str(exc), errors={"json": {"job_id": [exc.job.id]}})
     except QueueUnavailable as exc:
         abort(503, message=str(exc))
     return job, 202, {"Location": url_for("jobs.JobItem", job_id=job.id)}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from flask.views import MethodView
@@ -11,8 +10,6 @@ from marshmallow import Schema, fields, validate
 
 from scanner.api import abort
 from scanner.api.jobs import JobSchema, submit
-from scanner.jobs.states import Status
-from scanner.jobs.store import Job
 from scanner.library.store import SORTABLE
 from scanner.services import Services
 
@@ -64,23 +61,6 @@ class VideoListSchema(Schema):
     offset = fields.Integer()
 
 
-def _within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
-def overlapping_scan(services: Services, path: str) -> Job | None:
-    """A pending or running scan whose tree contains ``path`` or lies inside it."""
-    wanted = os.path.realpath(path) if "\0" not in path else path
-    active, _ = services.store.list_jobs(
-        status=[Status.PENDING, Status.RUNNING], type="scan", limit=1000
-    )
-    for job in active:
-        other = os.path.realpath(str(job.payload.get("path", "")))
-        if _within(wanted, other) or _within(other, wanted):
-            return job
-    return None
-
-
 def create_blueprint(services: Services) -> Blueprint:
     blp = Blueprint("videos", __name__, description="The video library.")
     library = services.library
@@ -95,14 +75,6 @@ def create_blueprint(services: Services) -> Blueprint:
         Refused (409, naming the job) while a scan of the same tree, or of a directory above or
         below it, is pending or running: the second would redo the first's work.
         """
-        busy = overlapping_scan(services, body["path"])
-        if busy is not None:
-            abort(
-                409,
-                message=f"a scan of {busy.payload['path']} is already {busy.status} "
-                f"(job {busy.id}); wait for it or cancel it",
-                errors={"json": {"path": [f"overlaps the scan in job {busy.id}"]}},
-            )
         return submit(services, "scan", body, errors_at=None)
 
     @blp.route("/videos")

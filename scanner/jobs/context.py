@@ -99,6 +99,6 @@ class JobContext:
         now = self._clock()
         if force or now - self._synced_at >= self._sync_interval:
             self._synced_at = now
-            self._stop = self.services.store.report_progress(self.job.id, self._progress) or (
-                self._stop
-            )
+            store = self.services.store
+            stop = store.report_progress(self.job.id, self.job.consumer or "", self._progress)
+            self._stop = stop or self._stop

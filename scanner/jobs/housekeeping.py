@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -34,16 +35,27 @@ STRANDED_INTERVALS = 6
 PURGE_EVERY = 600.0  # seconds between retention sweeps
 
 
+_token: tuple[int, str] = (0, "")
+
+
 def consumer_id() -> str:
-    """This consumer process, as heartbeats and job rows name it: ``host:pid``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This consumer process, as heartbeats and job rows name it: ``host:pid:token``.
+
+    The random token tells apart two processes that get the same pid (a restarted container
+    usually does), so a new consumer never mistakes a dead one's job for its own.
+    """
+    global _token
+    if _token[0] != os.getpid():  # a new process, or a forked worker
+        _token = (os.getpid(), uuid.uuid4().hex[:8])
+    return f"{socket.gethostname()}:{_token[0]}:{_token[1]}"
 
 
 def _process_gone(consumer: str) -> bool:
     """True if ``consumer`` ran on this host and its process no longer exists."""
-    host, _, pid = consumer.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    parts = consumer.split(":")
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
         return False
+    pid = parts[1]
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -61,7 +73,7 @@ class Housekeeper:
 
     def run_once(self) -> None:
         """One round: each step logged and skipped on error, so one failure stops none."""
-        for step in (self.beat, self.recover_orphans, self.requeue_stranded, self.purge_if_due):
+        for step in (self.recover_orphans, self.requeue_stranded, self.purge_if_due):
             try:
                 step()
             except Exception:
@@ -69,7 +81,7 @@ class Housekeeper:
 
     def beat(self) -> None:
         me = self.me()
-        host, _, pid = me.rpartition(":")
+        host, pid, _ = me.rsplit(":", 2)
         self.services.store.heartbeat(me, host, int(pid), list(self.services.plugins.job_types))
 
     def recover_orphans(self) -> int:
@@ -81,7 +93,7 @@ class Housekeeper:
             dead = job.consumer not in alive or _process_gone(job.consumer or "")
             if job.consumer == self.me() or not dead:
                 continue
-            crashes = store.crashes(job.id) + 1
+            crashes = store.count_attempts(job.id, "crashed") + 1
             error = f"its consumer {job.consumer} died while running it"
             if crashes >= MAX_CRASHES:
                 failed = store.finish(

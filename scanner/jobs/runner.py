@@ -14,6 +14,7 @@ from scanner.errors import JobCancelled, JobShutdown, JobTimedOut
 from scanner.jobs.context import JobContext
 from scanner.jobs.states import Status
 from scanner.jobs.store import Job
+from scanner.jobs.types import JobType
 
 if TYPE_CHECKING:
     from scanner.services import Services
@@ -100,16 +101,18 @@ class Runner:
             store.finish(job.id, Status.FAILED, consumer=me, error=error)
         except Exception as exc:
             log.exception("job %s (%s) failed on attempt %d", job.id, job.type, job.attempts)
-            delay = job.retry_delay * job_type.retry_backoff ** (job.attempts - 1)
-            self._failed(job, me, _describe(exc), delay)
+            self._failed(job, job_type, me, _describe(exc))
         else:
             store.finish(job.id, Status.COMPLETE, consumer=me, result=stored)
 
-    def _failed(self, job: Job, me: str, error: str, delay: float) -> None:
+    def _failed(self, job: Job, job_type: JobType, me: str, error: str) -> None:
         store = self.services.store
+        # Attempts cut short by a shutdown or a crash were not the job's failures.
+        failures = store.count_attempts(job.id, "failed") + 1
+        delay = job.retry_delay * job_type.retry_backoff ** (failures - 1)
         if store.get(job.id).cancel_requested_at is not None:
             store.finish(job.id, Status.CANCELLED, consumer=me, error=error)  # no retry
-        elif job.attempts <= job.retries and store.retry_later(job.id, error, delay, me):
+        elif failures <= job.retries and store.retry_later(job.id, error, delay, me):
             self.services.queue.enqueue(
                 job.id, priority=job.priority, delay=delay, timeout=job.timeout
             )

@@ -9,6 +9,7 @@ from typing import Any
 from marshmallow import ValidationError
 
 from scanner.errors import ScannerError
+from scanner.jobs.states import Status
 from scanner.jobs.store import Job, JobStore
 from scanner.jobs.types import JobType
 from scanner.queue import JobQueue
@@ -18,6 +19,17 @@ log = logging.getLogger(__name__)
 
 class UnknownJobType(ScannerError):
     """No loaded plugin provides a job type of that name."""
+
+
+class JobConflict(ScannerError):
+    """A job of the same type is already pending or running on overlapping work."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(
+            f"a {job.type} job ({job.id}) is already {job.status} on overlapping work; "
+            "wait for it or cancel it"
+        )
+        self.job = job
 
 
 class QueueUnavailable(ScannerError):
@@ -52,7 +64,8 @@ class JobService:
         retries: int | None = None,
         retry_delay: float | None = None,
     ) -> Job:
-        """Record a job and queue it. Raises ``UnknownJobType`` or ``ValidationError``.
+        """Record a job and queue it. Raises ``UnknownJobType``, ``ValidationError`` or
+        ``JobConflict``.
 
         The row is written before the message so a consumer never sees an id it cannot find.
         If the queue refuses the message the row is removed, so a client that got an error
@@ -60,6 +73,15 @@ class JobService:
         """
         job_type = self.job_type(type)
         self.validate(type, payload)
+        if job_type.overlaps is not None:
+            # A read before the insert: two submissions at the same instant may both pass.
+            # Work that overlaps stays correct (scans upsert by path); this only saves it.
+            active, _ = self.store.list_jobs(
+                status=[Status.PENDING, Status.RUNNING], type=type, limit=1000
+            )
+            for other in active:
+                if job_type.overlaps(other.payload, payload):
+                    raise JobConflict(other)
         job = self.store.create(
             type,
             dict(payload),

@@ -262,13 +262,13 @@ class JobStore:
             ).all()
         return [r._asdict() for r in rows]
 
-    def crashes(self, job_id: str) -> int:
-        """How many attempts at the job ended with its consumer dying."""
+    def count_attempts(self, job_id: str, outcome: str) -> int:
+        """How many attempts at the job ended with ``outcome`` (``failed``, ``crashed``...)."""
         with self.engine.connect() as conn:
             count = conn.execute(
                 sa.select(sa.func.count())
                 .select_from(job_attempts)
-                .where(job_attempts.c.job_id == job_id, job_attempts.c.outcome == "crashed")
+                .where(job_attempts.c.job_id == job_id, job_attempts.c.outcome == outcome)
             ).scalar_one()
         return int(count)
 
@@ -324,16 +324,20 @@ class JobStore:
             raise InvalidTransition(f"job {job_id} is already {job.status}")
         return job
 
-    def report_progress(self, job_id: str, progress: float | None) -> bool:
-        """Record progress of a running job; True when the job should stop.
+    def report_progress(self, job_id: str, consumer: str, progress: float | None) -> bool:
+        """Record progress of a job ``consumer`` runs; True when the job should stop.
 
-        It should stop when a cancel was asked for, or when the job is no longer running here
-        (another consumer recovered it, say).
+        It should stop when a cancel was asked for, or when ``consumer`` no longer holds it
+        (it was presumed dead and another consumer recovered the job, say).
         """
         with write(self.engine) as conn:
             row = conn.execute(
                 jobs.update()
-                .where(jobs.c.id == job_id, jobs.c.status == Status.RUNNING.value)
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.status == Status.RUNNING.value,
+                    jobs.c.consumer == consumer,
+                )
                 .values(progress=progress, updated_at=utcnow())
                 .returning(jobs.c.cancel_requested_at)
             ).first()

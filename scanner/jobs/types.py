@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from scanner.jobs.context import JobContext
 
 Handler = Callable[["JobContext", dict[str, Any]], Mapping[str, Any] | None]
+# Whether two payloads of one type would do the same work (two scans of one tree, say).
+Overlaps = Callable[[Mapping[str, Any], Mapping[str, Any]], bool]
 
 NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
 
@@ -31,6 +33,8 @@ class JobType:
     submitted; the handler receives what it loads. ``timeout`` (seconds, None for none),
     ``retries``, ``retry_delay`` (seconds, multiplied by ``retry_backoff`` after each failed
     attempt) and ``priority`` (higher runs first) are the defaults for jobs of this type.
+    ``overlaps(a, b)``, when given, refuses a job whose payload overlaps that of a job of this
+    type already pending or running (``JobConflict``, a 409 in the API).
     """
 
     name: str
@@ -42,6 +46,7 @@ class JobType:
     retry_delay: float = 0.0
     retry_backoff: float = 2.0
     priority: int = 0
+    overlaps: Overlaps | None = None
 
     def __post_init__(self) -> None:
         if not NAME.match(self.name):

@@ -3,6 +3,8 @@ point exactly as a third-party plugin registers its types."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validates
@@ -79,6 +81,16 @@ def scanner_probe(path: str, timeout: float) -> VideoInfo:
     return probe(path, timeout)
 
 
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def scans_overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Two scans overlap when one's tree holds the other's root: the second would redo work."""
+    first, second = (os.path.realpath(str(p["path"])) for p in (a, b))
+    return _within(first, second) or _within(second, first)
+
+
 @hookimpl
 def scanner_job_types(settings: Settings) -> list[JobType]:
     return [
@@ -87,5 +99,6 @@ def scanner_job_types(settings: Settings) -> list[JobType]:
             scan,
             ScanPayload(allowed_roots=tuple(map(str, settings.allowed_roots))),
             description="Walk a directory and bring the video library in step with it.",
+            overlaps=scans_overlap,
         )
     ]

@@ -164,6 +164,7 @@ class Scanner:
         return result
 
     def _inspect(self, path: str) -> Probed:
+        f = FoundFile(path, 0, 0, 0, 0)
         try:
             st = os.stat(path)
             f = FoundFile(path, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
@@ -171,11 +172,11 @@ class Scanner:
             return f, info, fingerprint(path, f.size)
         except ProbeError as exc:
             return f, str(exc), None
+        except OSError as exc:  # gone or unreadable since the walk saw it
+            return f, f"unreadable: {exc.strerror or exc}", None
         except Exception as exc:  # a probe plugin's bug is that file's error, not the scan's
             log.exception("probe of %s failed", path)
             return f, f"the probe failed: {type(exc).__name__}: {exc}", None
-        except OSError as exc:
-            return FoundFile(path, 0, 0, 0, 0), f"unreadable: {exc.strerror or exc}", None
 
     def _probed(self, files: list[str]) -> Iterator[Probed]:
         if len(files) < 2 or self.workers < 2:
