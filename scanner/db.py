@@ -7,10 +7,13 @@ Both are reached through SQLAlchemy Core, so queries are written once.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -38,6 +41,7 @@ def create_engine(url: str) -> Engine:
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(parsed, connect_args={"timeout": 30}, future=True)
+    _write_locks[engine] = threading.RLock()
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -63,10 +67,28 @@ def create_engine(url: str) -> Engine:
     return engine
 
 
+# SQLite has one writer at a time. Threads of one process take turns on a lock of their own:
+# SQLite's busy handler would make them sleep in steps of up to 100 ms instead. Processes
+# still wait on the busy timeout.
+_write_locks: WeakKeyDictionary[Engine, threading.RLock] = WeakKeyDictionary()
+
+
+def _new_locks_after_fork() -> None:
+    for engine in list(_write_locks):
+        _write_locks[engine] = threading.RLock()  # a forked child must not inherit a held one
+
+
+os.register_at_fork(after_in_child=_new_locks_after_fork)
+
+
 @contextmanager
 def write(engine: Engine) -> Iterator[Connection]:
     """A short write transaction, committed on success and rolled back on error."""
-    with engine.connect().execution_options(write=True) as conn, conn.begin():
+    with (
+        _write_locks.get(engine) or nullcontext(),
+        engine.connect().execution_options(write=True) as conn,
+        conn.begin(),
+    ):
         yield conn
 
 

@@ -194,13 +194,14 @@ def _v2_attempt_history(conn: Connection) -> None:
         sa.Column("error", sa.Text),
     )
     m.create_all(conn)
-    # Jobs already run before the upgrade get their latest attempt on record.
+    # Finished jobs get their last attempt on record. (A running job's attempt is recorded
+    # when it ends, like any attempt.)
     conn.execute(
         sa.text(
             "INSERT INTO job_attempts (job_id, number, consumer, started_at, finished_at,"
             " outcome, error) SELECT id, attempts, COALESCE(consumer, 'unknown'), started_at,"
-            " finished_at, CASE WHEN status IN ('complete', 'failed', 'timeout', 'cancelled')"
-            " THEN status END, error FROM jobs WHERE attempts > 0 AND started_at IS NOT NULL"
+            " finished_at, status, error FROM jobs WHERE attempts > 0 AND started_at IS NOT NULL"
+            " AND status IN ('complete', 'failed', 'timeout', 'cancelled')"
         )
     )
 

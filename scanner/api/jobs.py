@@ -188,7 +188,7 @@ def create_blueprint(services: Services, api: Api) -> Blueprint:
         def get(self, job_id: str) -> dict[str, Any]:
             """One job, with live progress while it runs and the history of its attempts."""
             job = get_job(job_id)
-            return {**asdict(job), "job_id": job.id, "history": store.history(job_id)}
+            return {**asdict(job), "job_id": job.id, "history": store.history(job)}
 
     @blp.route("/jobs/<job_id>/cancel", methods=["POST"])
     @blp.response(200, JobSchema, description="Cancelled (it was pending).")

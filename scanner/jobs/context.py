@@ -42,6 +42,7 @@ class JobContext:
         self._started = clock()
         self._deadline = None if job.timeout is None else self._started + job.timeout
         self._progress: float | None = None
+        self._written: float | None = None  # the progress last written
         self._synced_at = float("-inf")
         self._stop = False
 
@@ -88,8 +89,9 @@ class JobContext:
             raise JobTimedOut(f"timed out after {self.job.timeout:g}s")
 
     def flush(self) -> None:
-        """Write the latest progress now (the runner calls this when the handler ends)."""
-        self._sync(force=True)
+        """Write the latest progress now, if it changed (the runner calls this at the end)."""
+        if self._progress != self._written:
+            self._sync(force=True)
 
     def submit(self, type: str, payload: dict[str, Any] | None = None, **options: Any) -> Job:
         """Queue another job (of any registered type) from inside this one."""
@@ -101,4 +103,5 @@ class JobContext:
             self._synced_at = now
             store = self.services.store
             stop = store.report_progress(self.job.id, self.job.consumer or "", self._progress)
+            self._written = self._progress
             self._stop = stop or self._stop

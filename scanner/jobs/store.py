@@ -6,6 +6,7 @@ processes racing (a cancel and a claim, two consumers taking one message) cannot
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from sqlalchemy.engine import Engine
 from scanner.db import write
 from scanner.errors import InvalidTransition, JobNotFound
 from scanner.jobs.states import TERMINAL, Status, sources
-from scanner.schema import consumers, job_attempts, jobs
+from scanner.schema import UtcDateTime, consumers, job_attempts, jobs
 
 
 def utcnow() -> datetime:
@@ -72,6 +73,68 @@ class Consumer:
     last_seen: datetime
 
 
+# The statements of the hot path (submit, claim, finish, progress), built once: building a
+# statement costs more than running it (see docs/benchmarks.md).
+_INSERT = jobs.insert()
+_GET = jobs.select().where(jobs.c.id == sa.bindparam("job_id"))
+_CLAIM = (
+    jobs.update()
+    .where(jobs.c.id == sa.bindparam("job_id"), jobs.c.status == Status.PENDING.value)
+    .values(
+        status=Status.RUNNING.value,
+        attempts=jobs.c.attempts + 1,
+        started_at=sa.bindparam("now"),
+        updated_at=sa.bindparam("now"),
+        finished_at=None,
+        next_attempt_at=None,
+        progress=None,
+        consumer=sa.bindparam("b_consumer"),
+    )
+    .returning(*jobs.c)
+)
+_PROGRESS = (
+    jobs.update()
+    .where(
+        jobs.c.id == sa.bindparam("job_id"),
+        jobs.c.status == Status.RUNNING.value,
+        jobs.c.consumer == sa.bindparam("b_consumer"),
+    )
+    .values(progress=sa.bindparam("b_progress"), updated_at=sa.bindparam("now"))
+    .returning(jobs.c.cancel_requested_at)
+)
+# The attempt that just ended goes on record from the job row's own account of it.
+_RECORD_ATTEMPT = job_attempts.insert().from_select(
+    ["job_id", "number", "consumer", "started_at", "finished_at", "outcome", "error"],
+    sa.select(
+        jobs.c.id,
+        jobs.c.attempts,
+        jobs.c.consumer,
+        jobs.c.started_at,
+        sa.bindparam("now", type_=UtcDateTime()),
+        sa.bindparam("outcome", type_=sa.String()),
+        sa.bindparam("error", type_=sa.Text()),
+    ).where(jobs.c.id == sa.bindparam("job_id"), jobs.c.attempts > 0),
+)
+
+
+@functools.cache
+def _move_statement(
+    target: Status, allowed: frozenset[Status], by_consumer: bool, columns: tuple[str, ...]
+) -> sa.Update:
+    where = [jobs.c.id == sa.bindparam("job_id"), jobs.c.status.in_([s.value for s in allowed])]
+    if by_consumer:
+        where.append(jobs.c.consumer == sa.bindparam("b_consumer"))
+    return (
+        jobs.update()
+        .where(*where)
+        .values(
+            status=target.value,
+            updated_at=sa.bindparam("now"),
+            **{c: sa.bindparam(f"v_{c}") for c in columns},
+        )
+    )
+
+
 class JobStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -109,13 +172,13 @@ class JobStore:
             "consumer": None,
         }
         with write(self.engine) as conn:
-            conn.execute(jobs.insert().values(values))
+            conn.execute(_INSERT, values)
         values["status"] = Status.PENDING
         return Job(**values)
 
     def get(self, job_id: str) -> Job:
         with self.engine.connect() as conn:
-            row = conn.execute(jobs.select().where(jobs.c.id == job_id)).first()
+            row = conn.execute(_GET, {"job_id": job_id}).first()
         if row is None:
             raise JobNotFound(f"no job has the id {job_id!r}")
         return Job.from_row(row)
@@ -167,50 +230,34 @@ class JobStore:
         ``consumer``: only if that consumer holds it. ``outcome``: also close the job's open
         attempt with it, in the same transaction.
         """
-        allowed = set(only_from) or sources(target)
+        allowed = frozenset(only_from) or sources(target)
+        statement = _move_statement(target, allowed, consumer is not None, tuple(sorted(values)))
         now = utcnow()
-        where = [jobs.c.id == job_id, jobs.c.status.in_([s.value for s in allowed])]
-        if consumer is not None:
-            where.append(jobs.c.consumer == consumer)
+        params = {"job_id": job_id, "now": now, "b_consumer": consumer}
+        params.update((f"v_{c}", v) for c, v in values.items())
         with write(self.engine) as conn:
-            moved = conn.execute(
-                jobs.update().where(*where).values(status=target.value, updated_at=now, **values)
-            ).rowcount
+            moved = conn.execute(statement, params).rowcount
             if moved and outcome:
                 conn.execute(
-                    job_attempts.update()
-                    .where(job_attempts.c.job_id == job_id, job_attempts.c.finished_at.is_(None))
-                    .values(finished_at=now, outcome=outcome, error=values.get("error"))
+                    _RECORD_ATTEMPT,
+                    {
+                        "job_id": job_id,
+                        "now": now,
+                        "outcome": outcome,
+                        "error": values.get("error"),
+                    },
                 )
         return moved == 1
 
     def claim(self, job_id: str, consumer: str) -> Job | None:
-        """Take a pending job to run it; None if it is not pending (cancelled, taken, gone)."""
-        now = utcnow()
+        """Take a pending job to run it; None if it is not pending (cancelled, taken, gone).
+
+        One statement: the attempt it starts is recorded when it ends (see ``_move``).
+        """
+        params = {"job_id": job_id, "now": utcnow(), "b_consumer": consumer}
         with write(self.engine) as conn:
-            row = conn.execute(
-                jobs.update()
-                .where(jobs.c.id == job_id, jobs.c.status == Status.PENDING.value)
-                .values(
-                    status=Status.RUNNING.value,
-                    attempts=jobs.c.attempts + 1,
-                    started_at=now,
-                    updated_at=now,
-                    finished_at=None,
-                    next_attempt_at=None,
-                    progress=None,
-                    consumer=consumer,
-                )
-                .returning(jobs.c.attempts)
-            ).first()
-            if row is None:
-                return None
-            conn.execute(
-                job_attempts.insert().values(
-                    job_id=job_id, number=row.attempts, consumer=consumer, started_at=now
-                )
-            )
-        return self.get(job_id)
+            row = conn.execute(_CLAIM, params).first()
+        return None if row is None else Job.from_row(row)
 
     def finish(
         self,
@@ -252,15 +299,28 @@ class JobStore:
             job_id, Status.PENDING, consumer=consumer, outcome=outcome, error=error, progress=None
         )
 
-    def history(self, job_id: str) -> list[dict[str, Any]]:
-        """Every attempt at the job, oldest first."""
+    def history(self, job: Job) -> list[dict[str, Any]]:
+        """Every attempt at the job, oldest first; the one running now has no outcome yet."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 job_attempts.select()
-                .where(job_attempts.c.job_id == job_id)
+                .where(job_attempts.c.job_id == job.id)
                 .order_by(job_attempts.c.number)
             ).all()
-        return [r._asdict() for r in rows]
+        attempts = [r._asdict() for r in rows]
+        if job.status is Status.RUNNING:
+            attempts.append(
+                {
+                    "job_id": job.id,
+                    "number": job.attempts,
+                    "consumer": job.consumer,
+                    "started_at": job.started_at,
+                    "finished_at": None,
+                    "outcome": None,
+                    "error": None,
+                }
+            )
+        return attempts
 
     def count_attempts(self, job_id: str, outcome: str) -> int:
         """How many attempts at the job ended with ``outcome`` (``failed``, ``crashed``...)."""
@@ -330,17 +390,9 @@ class JobStore:
         It should stop when a cancel was asked for, or when ``consumer`` no longer holds it
         (it was presumed dead and another consumer recovered the job, say).
         """
+        params = {"job_id": job_id, "b_consumer": consumer, "b_progress": progress, "now": utcnow()}
         with write(self.engine) as conn:
-            row = conn.execute(
-                jobs.update()
-                .where(
-                    jobs.c.id == job_id,
-                    jobs.c.status == Status.RUNNING.value,
-                    jobs.c.consumer == consumer,
-                )
-                .values(progress=progress, updated_at=utcnow())
-                .returning(jobs.c.cancel_requested_at)
-            ).first()
+            row = conn.execute(_PROGRESS, params).first()
         return row is None or row.cancel_requested_at is not None
 
     # Consumer heartbeats: how the web process knows a consumer is alive and what it runs.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ class JobType:
         if self.retries < 0 or self.retry_delay < 0 or (self.timeout or 0) < 0:
             raise PluginError(f"job type {self.name!r}: retries, delays and timeout must be >= 0")
 
-    @property
+    @functools.cached_property
     def payload_schema(self) -> Schema:
+        # One instance for every job of the type: building a marshmallow Schema is costly.
         return self.schema() if isinstance(self.schema, type) else self.schema
