@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import scan
+from benchmarks import jobs, scan
 
-SUITES = {"scan": scan.main}
+SUITES = {"scan": scan.main, "jobs": jobs.main}
 
 
 def main(argv: list[str]) -> None:

@@ -68,40 +68,46 @@ class JobContext:
         """Report progress as ``done`` of ``total`` (or a fraction 0-1 when total is None)."""
         fraction = done if total is None else (done / total if total else 1.0)
         self._progress = min(max(float(fraction), 0.0), 1.0)
-        self._sync()
         self.check()
 
     @property
     def cancelled(self) -> bool:
         """True once the job has been cancelled (checked against the store now and then)."""
-        self._sync()
+        self._sync_if_due(self._clock())
         return self._stop
 
     def check(self) -> None:
         """Raise ``JobCancelled``, ``JobTimedOut`` or ``JobShutdown`` when the job should stop
-        now. The runner records each (a shutdown puts the job back in the queue)."""
+        now. The runner records each (a shutdown puts the job back in the queue).
+
+        Cheap enough to call per item: the store is asked only every ``SYNC_INTERVAL``.
+        """
+        now = self._clock()
+        self._sync_if_due(now)
         if self._stopping():
             raise JobShutdown("the consumer is shutting down")
-        if self.cancelled:
+        if self._stop:
             raise JobCancelled("cancelled while running")
-        left = self.time_left
-        if left is not None and left <= 0:
+        if self._deadline is not None and now >= self._deadline:
             raise JobTimedOut(f"timed out after {self.job.timeout:g}s")
 
     def flush(self) -> None:
         """Write the latest progress now, if it changed (the runner calls this at the end)."""
         if self._progress != self._written:
-            self._sync(force=True)
+            self._sync(self._clock())
 
     def submit(self, type: str, payload: dict[str, Any] | None = None, **options: Any) -> Job:
         """Queue another job (of any registered type) from inside this one."""
         return self.services.jobs.submit(type, payload or {}, **options)
 
-    def _sync(self, force: bool = False) -> None:
-        now = self._clock()
-        if force or now - self._synced_at >= self._sync_interval:
-            self._synced_at = now
-            store = self.services.store
-            stop = store.report_progress(self.job.id, self.job.consumer or "", self._progress)
-            self._written = self._progress
-            self._stop = stop or self._stop
+    def _sync_if_due(self, now: float) -> None:
+        if now - self._synced_at >= self._sync_interval:
+            self._sync(now)
+
+    def _sync(self, now: float) -> None:
+        """Write the progress and read the cancel flag: one statement."""
+        self._synced_at = now
+        store = self.services.store
+        stop = store.report_progress(self.job.id, self.job.consumer or "", self._progress)
+        self._written = self._progress
+        self._stop = stop or self._stop

@@ -1,0 +1,165 @@
+"""The price of tracking a job (issue #6): throughput against bare Huey on the same storage,
+progress reports, and how long processes take to start."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import sqlalchemy as sa
+from marshmallow import Schema, fields
+
+from benchmarks.common import BIN, REPO, consumer, data_dir, report, timer
+from scanner import JobContext, JobType, hookimpl
+from scanner.config import Settings
+from scanner.jobs.runner import Runner
+from scanner.plugins.manager import get_plugin_manager
+from scanner.schema import jobs
+from scanner.services import build_services
+
+JOBS = 5000
+WORKERS = 4
+
+# A bare Huey app on the very storage the service uses (scanner.queue.QueueStorage).
+BARE_APP = """
+import os
+from huey import Huey
+from scanner.queue import QueueStorage
+
+huey = Huey("bare", storage_class=QueueStorage, filename=os.environ["BARE_QUEUE"],
+            results=False, timeout=30)
+
+
+@huey.task()
+def noop():
+    return None
+"""
+
+
+def run_consumer(app: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    args = [str(BIN / "huey_consumer"), app, "-w", str(WORKERS), "-k", "thread"]
+    args += ["-d", "0.001", "-m", "0.01", "-b", "1.01"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=out, stderr=out)
+    while b"Huey consumer started" not in log.read_bytes():
+        time.sleep(0.005)
+    return proc
+
+
+def bare_huey_rate(tmp: Path) -> float:
+    (tmp / "bareapp.py").write_text(BARE_APP)
+    env = {"BARE_QUEUE": str(tmp / "bare.db"), "PYTHONPATH": str(tmp)}
+    os.environ.update(env)
+    sys.path.insert(0, str(tmp))
+    import bareapp  # type: ignore[import-not-found]
+
+    for _ in range(JOBS):
+        bareapp.noop()
+    proc = run_consumer("bareapp.huey", env, tmp / "bare.log")
+    try:
+        with timer() as t:
+            while bareapp.huey.pending_count():
+                time.sleep(0.002)
+    finally:
+        proc.terminate()
+        proc.wait()
+    return JOBS / t[0]
+
+
+def tracked_rate(tmp: Path) -> float:
+    env = {"SCANNER_DATA_DIR": str(tmp / "tracked")}
+    services = build_services(Settings.from_env(env))
+    for _ in range(JOBS):
+        services.jobs.submit("noop", {})
+    done = sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status == "complete")
+    with consumer(env, workers=WORKERS), timer() as t:
+        while True:
+            with services.engine.connect() as conn:
+                if conn.execute(done).scalar() == JOBS:
+                    break
+            time.sleep(0.002)
+    return JOBS / t[0]
+
+
+class WorkPayload(Schema):
+    units = fields.Integer(required=True)
+    reports = fields.Integer(required=True)
+
+
+def work(ctx: JobContext, payload: dict[str, Any]) -> None:
+    """The same work (hashing 10,000 blocks of 4 KiB) whatever the number of reports."""
+    units, every = payload["units"], payload["units"] // payload["reports"]
+    digest, block = hashlib.sha256(), b"x" * 4096
+    for n in range(1, units + 1):
+        digest.update(block)
+        if n % every == 0:
+            ctx.progress(n, units)
+
+
+def progress_cost(tmp: Path) -> tuple[float, float]:
+    """Median seconds of one job reporting progress 100 times, and 10,000 times."""
+    settings = Settings.from_env({"SCANNER_DATA_DIR": str(tmp / "progress")})
+    plugin = SimpleNamespace(
+        scanner_job_types=hookimpl(lambda: [JobType("work", work, WorkPayload)])
+    )
+    services = build_services(settings, get_plugin_manager(settings, extra=[("bench", plugin)]))
+    runner = Runner(services, lambda: "bench:0:x")
+    medians = []
+    for reports in (100, 10_000):
+        times = []
+        for _ in range(5):
+            job = services.jobs.submit("work", {"units": 10_000, "reports": reports})
+            with timer() as t:
+                runner.run(job.id)
+            times.append(t[0])
+        medians.append(statistics.median(times))
+    return medians[0], medians[1]
+
+
+def startup_seconds(tmp: Path) -> tuple[float, float]:
+    """Seconds from exec to ready: a consumer (its log line) and a web app (create_app)."""
+    env = {"SCANNER_DATA_DIR": str(tmp / "startup")}
+    consumer_times, web_times = [], []
+    for n in range(3):
+        log = tmp / f"startup-{n}.log"
+        with timer() as t:
+            proc = run_consumer("scanner.worker.huey", env, log)
+        proc.terminate()
+        proc.wait()
+        consumer_times.append(t[0])
+        with timer() as t:
+            subprocess.run(
+                [sys.executable, "-c", "from scanner.app import create_app; create_app()"],
+                env={**os.environ, **env},
+                check=True,
+                cwd=REPO,
+            )
+        web_times.append(t[0])
+    return min(consumer_times), min(web_times)
+
+
+def main() -> None:
+    print(f"== jobs: {JOBS:,} no-op jobs, one consumer, {WORKERS} thread workers, SQLite")
+    with data_dir() as tmp:
+        bare = bare_huey_rate(tmp)
+        report("bare Huey, same storage", bare, "tasks/s")
+        ours = tracked_rate(tmp)
+        report("tracked jobs (submit, claim, finish)", ours, "jobs/s", f"{ours / bare:.0%} of bare")
+        few, many = progress_cost(tmp)
+        report("one job's work, reporting progress 100 times", few * 1000, "ms")
+        report(
+            "the same work, reporting 10,000 times",
+            many * 1000,
+            "ms",
+            f"{many / few:.2f}x (target < 2x)",
+        )
+        consumer_s, web_s = startup_seconds(tmp)
+        report("consumer start, exec to ready", consumer_s, "s", "(target < 1.5)")
+        report("web app start, exec to create_app() done", web_s, "s", "(target < 1.5)")
