@@ -125,7 +125,10 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
 
     yield start
     for service in started:
-        service.stop(signal.SIGINT)
+        # SIGTERM: gunicorn's gthread workers can hang on a SIGINT sent to the whole group
+        # (each gets it twice, and the second re-enters its pool's shutdown); honcho passes
+        # SIGTERM on, and a consumer hands its jobs back on it.
+        service.stop(signal.SIGTERM)
 
 
 def _unavailable(what: str, error: Exception) -> None:
