@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -10,8 +12,10 @@ from scanner.app import create_app
 from scanner.config import Settings
 from scanner.db import create_engine, migrate, schema_version
 from scanner.errors import ConfigError
+from scanner.jobs.service import JobConflict
 from scanner.queue import create_huey
 from scanner.schema import MIGRATIONS
+from scanner.services import build_services
 
 from conftest import ConsumerProcess
 
@@ -61,3 +65,28 @@ def test_postgres_migrations_are_versioned(postgres_url: str) -> None:
 def test_unknown_queue_urls_are_refused_with_the_forms_that_work(url: str) -> None:
     with pytest.raises(ConfigError, match="SCANNER_QUEUE_URL"):
         create_huey(url)
+
+
+def test_postgres_admits_one_of_simultaneous_overlapping_scans(
+    env: dict[str, str], postgres_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    env.update(SCANNER_DATABASE_URL=postgres_url, SCANNER_QUEUE_URL=redis_url)
+    services = build_services(Settings.from_env(env))
+    barrier = threading.Barrier(6)
+    outcomes: list[str] = []
+
+    def submit() -> None:
+        barrier.wait()
+        try:
+            services.jobs.submit("scan", {"path": str(tmp_path)})
+            outcomes.append("accepted")
+        except JobConflict:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=submit) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    services.engine.dispose()
+    assert sorted(outcomes) == ["accepted"] + ["refused"] * 5

@@ -12,6 +12,7 @@ import pytest
 
 from scanner.config import DEFAULT_VIDEO_EXTENSIONS
 from scanner.errors import JobCancelled, ScanRootError
+from scanner.jobs.service import JobConflict
 from scanner.library.scan import Scanner, check_root, fingerprint
 from scanner.library.store import VideoStore
 from scanner.library.walk import WalkError, walk
@@ -295,3 +296,23 @@ def test_fingerprint_reads_head_and_tail(tmp_path: Path) -> None:
     data[100_000] = ord("c")  # the middle is not read
     big.write_bytes(bytes(data))
     assert fingerprint(str(big), 200_000) == fingerprint(str(big), 200_000)
+
+
+def test_simultaneous_scans_of_one_tree_are_admitted_once(services: Services, media: Path) -> None:
+    barrier = threading.Barrier(8)
+    outcomes: list[str] = []
+
+    def submit() -> None:
+        barrier.wait()
+        try:
+            services.jobs.submit("scan", {"path": str(media)})
+            outcomes.append("accepted")
+        except JobConflict:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=submit) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["accepted"] + ["refused"] * 7

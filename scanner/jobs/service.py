@@ -9,7 +9,6 @@ from typing import Any
 from marshmallow import ValidationError
 
 from scanner.errors import ScannerError
-from scanner.jobs.states import Status
 from scanner.jobs.store import Job, JobStore
 from scanner.jobs.types import JobType
 from scanner.queue import JobQueue
@@ -73,15 +72,13 @@ class JobService:
         """
         job_type = self.job_type(type)
         self.validate(type, payload)
-        if job_type.overlaps is not None:
-            # A read before the insert: two submissions at the same instant may both pass.
-            # Work that overlaps stays correct (scans upsert by path); this only saves it.
-            active, _ = self.store.list_jobs(
-                status=[Status.PENDING, Status.RUNNING], type=type, limit=1000
-            )
+        overlaps = job_type.overlaps
+
+        def refuse_overlaps(active: list[Job]) -> None:
             for other in active:
-                if job_type.overlaps(other.payload, payload):
+                if overlaps is not None and overlaps(other.payload, payload):
                     raise JobConflict(other)
+
         job = self.store.create(
             type,
             dict(payload),
@@ -89,6 +86,7 @@ class JobService:
             timeout=job_type.timeout if timeout is None else timeout,
             retries=job_type.retries if retries is None else retries,
             retry_delay=job_type.retry_delay if retry_delay is None else retry_delay,
+            unless=refuse_overlaps if overlaps is not None else None,
         )
         try:
             self.queue.enqueue(job.id, priority=job.priority, timeout=job.timeout)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -148,7 +148,15 @@ class JobStore:
         retry_delay: float = 0.0,
         timeout: float | None = None,
         priority: int = 0,
+        unless: Callable[[list[Job]], None] | None = None,
     ) -> Job:
+        """Record a new pending job.
+
+        ``unless(active)``, when given, sees the pending and running jobs of the same type in
+        the same transaction as the insert, and may raise to refuse this one: on SQLite the
+        transaction holds the write lock, on PostgreSQL a lock per job type, so two
+        submissions cannot both pass the check.
+        """
         now = utcnow()
         values: dict[str, Any] = {
             "id": str(uuid.uuid4()),
@@ -172,6 +180,16 @@ class JobStore:
             "consumer": None,
         }
         with write(self.engine) as conn:
+            if unless is not None:
+                if self.engine.dialect.name == "postgresql":
+                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(type))))
+                active = conn.execute(
+                    jobs.select().where(
+                        jobs.c.type == type,
+                        jobs.c.status.in_([Status.PENDING.value, Status.RUNNING.value]),
+                    )
+                )
+                unless([Job.from_row(row) for row in active])
             conn.execute(_INSERT, values)
         values["status"] = Status.PENDING
         return Job(**values)
