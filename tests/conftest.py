@@ -6,9 +6,11 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -67,6 +69,30 @@ def start_consumer(
 @pytest.fixture
 def consumer(start_consumer: Callable[..., ConsumerProcess]) -> ConsumerProcess:
     return start_consumer()
+
+
+def submit_at_once(services: Services, n: int, type: str, payload: dict[str, Any]) -> list[str]:
+    """Submit the same job from ``n`` threads at the same instant: "accepted" or "refused"
+    (a ``JobConflict``) for each, sorted."""
+    from scanner.jobs.service import JobConflict
+
+    barrier = threading.Barrier(n)
+    outcomes: list[str] = []
+
+    def submit() -> None:
+        barrier.wait()
+        try:
+            services.jobs.submit(type, payload)
+            outcomes.append("accepted")
+        except JobConflict:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=submit) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sorted(outcomes)
 
 
 def procfile() -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,12 +11,11 @@ from scanner.app import create_app
 from scanner.config import Settings
 from scanner.db import create_engine, migrate, schema_version
 from scanner.errors import ConfigError
-from scanner.jobs.service import JobConflict
 from scanner.queue import create_huey
 from scanner.schema import MIGRATIONS
 from scanner.services import build_services
 
-from conftest import ConsumerProcess
+from conftest import ConsumerProcess, submit_at_once
 
 
 def run_echo_jobs(env: dict[str, str], start_consumer: Callable[..., ConsumerProcess]) -> None:
@@ -72,21 +70,6 @@ def test_postgres_admits_one_of_simultaneous_overlapping_scans(
 ) -> None:
     env.update(SCANNER_DATABASE_URL=postgres_url, SCANNER_QUEUE_URL=redis_url)
     services = build_services(Settings.from_env(env))
-    barrier = threading.Barrier(6)
-    outcomes: list[str] = []
-
-    def submit() -> None:
-        barrier.wait()
-        try:
-            services.jobs.submit("scan", {"path": str(tmp_path)})
-            outcomes.append("accepted")
-        except JobConflict:
-            outcomes.append("refused")
-
-    threads = [threading.Thread(target=submit) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes = submit_at_once(services, 6, "scan", {"path": str(tmp_path)})
     services.engine.dispose()
-    assert sorted(outcomes) == ["accepted"] + ["refused"] * 5
+    assert outcomes == ["accepted"] + ["refused"] * 5

@@ -12,12 +12,12 @@ import pytest
 
 from scanner.config import DEFAULT_VIDEO_EXTENSIONS
 from scanner.errors import JobCancelled, ScanRootError
-from scanner.jobs.service import JobConflict
 from scanner.library.scan import Scanner, check_root, fingerprint
 from scanner.library.store import VideoStore
 from scanner.library.walk import WalkError, walk
 from scanner.services import Services
 
+from conftest import submit_at_once
 from media import make_text_as_video, make_truncated, make_video, make_zero_byte
 
 
@@ -299,20 +299,5 @@ def test_fingerprint_reads_head_and_tail(tmp_path: Path) -> None:
 
 
 def test_simultaneous_scans_of_one_tree_are_admitted_once(services: Services, media: Path) -> None:
-    barrier = threading.Barrier(8)
-    outcomes: list[str] = []
-
-    def submit() -> None:
-        barrier.wait()
-        try:
-            services.jobs.submit("scan", {"path": str(media)})
-            outcomes.append("accepted")
-        except JobConflict:
-            outcomes.append("refused")
-
-    threads = [threading.Thread(target=submit) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(outcomes) == ["accepted"] + ["refused"] * 7
+    outcomes = submit_at_once(services, 8, "scan", {"path": str(media)})
+    assert outcomes == ["accepted"] + ["refused"] * 7
