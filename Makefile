@@ -30,9 +30,10 @@ lint: install
 test: lint
 	$(BIN)/pytest --cov --cov-report=term
 
-# The scan benchmark compares against ffprobe, from Debian's ffmpeg package.
+# The scan benchmark compares against ffprobe (Debian's ffmpeg); the API one loads with wrk.
 bench: install
 	command -v ffprobe >/dev/null || (apt-get update -q && apt-get install -y -q ffmpeg)
+	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(BIN)/python -m benchmarks
 
 clean:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import jobs, scan
+from benchmarks import api, jobs, scan
 
-SUITES = {"scan": scan.main, "jobs": jobs.main}
+SUITES = {"scan": scan.main, "jobs": jobs.main, "api": api.main}
 
 
 def main(argv: list[str]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from typing import Any
 
 from flask import url_for
@@ -164,7 +163,7 @@ def create_blueprint(services: Services, api: Api) -> Blueprint:
 
     @blp.route("/jobs")
     class Jobs(MethodView):
-        @blp.arguments(JobListArgs, location="query")
+        @blp.arguments(JobListArgs(), location="query")
         @blp.response(200, JobListSchema)
         def get(self, args: dict[str, Any]) -> dict[str, Any]:
             """List jobs, newest first, filtered by status and type."""
@@ -176,7 +175,7 @@ def create_blueprint(services: Services, api: Api) -> Blueprint:
             )
             return {"jobs": found, "total": total, "limit": args["limit"], "offset": args["offset"]}
 
-        @blp.arguments(JobSubmitSchema)
+        @blp.arguments(JobSubmitSchema())
         @blp.response(202, JobSchema, headers={"Location": {"description": "The job's URL."}})
         def post(self, body: dict[str, Any]) -> Any:
             """Submit a job of any registered type; its payload is checked by the type's schema."""
@@ -187,8 +186,12 @@ def create_blueprint(services: Services, api: Api) -> Blueprint:
         @blp.response(200, JobDetailSchema)
         def get(self, job_id: str) -> dict[str, Any]:
             """One job, with live progress while it runs and the history of its attempts."""
-            job = get_job(job_id)
-            return {**asdict(job), "job_id": job.id, "history": store.history(job)}
+            try:
+                job, history = store.detail(job_id)
+            except JobNotFound as exc:
+                abort(404, message=str(exc))
+            fields = {name: getattr(job, name) for name in job.__slots__}  # no deep copy
+            return {**fields, "job_id": job.id, "history": history}
 
     @blp.route("/jobs/<job_id>/cancel", methods=["POST"])
     @blp.response(200, JobSchema, description="Cancelled (it was pending).")
@@ -204,7 +207,7 @@ def create_blueprint(services: Services, api: Api) -> Blueprint:
         return job, 200 if job.terminal else 202
 
     @blp.route("/jobs/<job_id>/wait")
-    @blp.arguments(WaitArgs, location="query")
+    @blp.arguments(WaitArgs(), location="query")
     @blp.response(200, JobSchema)
     @blp.alt_response(408, description="Still not finished at the deadline; the job goes on.")
     def wait(args: dict[str, Any], job_id: str) -> Job:

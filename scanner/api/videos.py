@@ -66,7 +66,7 @@ def create_blueprint(services: Services) -> Blueprint:
     library = services.library
 
     @blp.route("/videos/scan", methods=["POST"])
-    @blp.arguments(ScanRequestSchema)
+    @blp.arguments(ScanRequestSchema())
     @blp.response(202, JobSchema, headers={"Location": {"description": "The scan job's URL."}})
     @blp.alt_response(409, description="A scan of an overlapping tree is already under way.")
     def scan(body: dict[str, Any]) -> Any:
@@ -79,7 +79,7 @@ def create_blueprint(services: Services) -> Blueprint:
 
     @blp.route("/videos")
     class Videos(MethodView):
-        @blp.arguments(VideoListArgs, location="query")
+        @blp.arguments(VideoListArgs(), location="query")
         @blp.response(200, VideoListSchema)
         def get(self, args: dict[str, Any]) -> dict[str, Any]:
             """Page through, search and sort the library."""

@@ -77,6 +77,11 @@ class Consumer:
 # statement costs more than running it (see docs/benchmarks.md).
 _INSERT = jobs.insert()
 _GET = jobs.select().where(jobs.c.id == sa.bindparam("job_id"))
+_HISTORY = (
+    job_attempts.select()
+    .where(job_attempts.c.job_id == sa.bindparam("job_id"))
+    .order_by(job_attempts.c.number)
+)
 _CLAIM = (
     jobs.update()
     .where(jobs.c.id == sa.bindparam("job_id"), jobs.c.status == Status.PENDING.value)
@@ -317,14 +322,25 @@ class JobStore:
             job_id, Status.PENDING, consumer=consumer, outcome=outcome, error=error, progress=None
         )
 
+    def detail(self, job_id: str) -> tuple[Job, list[dict[str, Any]]]:
+        """A job and every attempt at it, oldest first (the one running has no outcome yet),
+        read in one go."""
+        with self.engine.connect() as conn:
+            row = conn.execute(_GET, {"job_id": job_id}).first()
+            if row is None:
+                raise JobNotFound(f"no job has the id {job_id!r}")
+            rows = conn.execute(_HISTORY, {"job_id": job_id}).all()
+        job = Job.from_row(row)
+        return job, self._attempts(job, rows)
+
     def history(self, job: Job) -> list[dict[str, Any]]:
         """Every attempt at the job, oldest first; the one running now has no outcome yet."""
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                job_attempts.select()
-                .where(job_attempts.c.job_id == job.id)
-                .order_by(job_attempts.c.number)
-            ).all()
+            rows = conn.execute(_HISTORY, {"job_id": job.id}).all()
+        return self._attempts(job, rows)
+
+    @staticmethod
+    def _attempts(job: Job, rows: Sequence[sa.Row[Any]]) -> list[dict[str, Any]]:
         attempts = [r._asdict() for r in rows]
         if job.status is Status.RUNNING:
             attempts.append(

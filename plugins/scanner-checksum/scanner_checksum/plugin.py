@@ -149,7 +149,7 @@ def scanner_blueprints(services: Services) -> list[Blueprint]:
     )
 
     @blp.route("/videos/duplicates")
-    @blp.arguments(DuplicatesArgs, location="query")
+    @blp.arguments(DuplicatesArgs(), location="query")
     @blp.response(200, Duplicates)
     def duplicates(args: dict[str, Any]) -> dict[str, Any]:
         """Videos in the library whose content is the same, largest first."""
