@@ -33,7 +33,7 @@ def test_a_job_held_by_a_silent_consumer_is_requeued(
     assert keeper.recover_orphans() == 1
     again = services.store.get(job.id)
     assert again.status is Status.PENDING and again.consumer == "gone-host:123"
-    assert [a["outcome"] for a in services.store.history(services.store.get(job.id))] == ["crashed"]
+    assert [a["outcome"] for a in services.store.detail(job.id)[1]] == ["crashed"]
     assert services.queue.pending_count() == 1
     assert keeper.recover_orphans() == 0  # already recovered: nothing twice
 

@@ -155,5 +155,5 @@ def test_attempts_cut_short_by_a_shutdown_do_not_use_up_retries(services: Servic
     )
     runner.run(job.id)
     assert services.store.get(job.id).status is Status.FAILED
-    outcomes = [a["outcome"] for a in services.store.history(services.store.get(job.id))]
+    outcomes = [a["outcome"] for a in services.store.detail(job.id)[1]]
     assert outcomes == ["shutdown", "failed", "failed"]

@@ -333,12 +333,6 @@ class JobStore:
         job = Job.from_row(row)
         return job, self._attempts(job, rows)
 
-    def history(self, job: Job) -> list[dict[str, Any]]:
-        """Every attempt at the job, oldest first; the one running now has no outcome yet."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(_HISTORY, {"job_id": job.id}).all()
-        return self._attempts(job, rows)
-
     @staticmethod
     def _attempts(job: Job, rows: Sequence[sa.Row[Any]]) -> list[dict[str, Any]]:
         attempts = [r._asdict() for r in rows]
