@@ -42,13 +42,26 @@ class QueueStorage(SqliteStorage):  # type: ignore[misc]
 
 
 class JobHuey(Huey):  # type: ignore[misc]
-    """Huey without revocation: a job is cancelled in the job store, never in Huey.
+    """Huey without revocation, that tells when its consumer is stopping.
 
+    A job is cancelled in the job store, never in Huey.
     Huey checks every message against its revocation keys before running it and deletes the
     message's key after: a read and a write to the queue storage per job, for a feature this
     service does not use. Skipping both is a good part of what keeps a tracked job close to a
     bare Huey task (docs/benchmarks.md).
     """
+
+    stop_flag: Any = None
+
+    def create_consumer(self, **options: Any) -> Any:
+        consumer = super().create_consumer(**options)
+        # Set by the consumer on SIGINT, SIGTERM and SIGHUP, and shared with forked workers.
+        self.stop_flag = consumer.stop_flag
+        return consumer
+
+    def stopping(self) -> bool:
+        """True once this process's consumer has been told to stop."""
+        return self.stop_flag is not None and bool(self.stop_flag.is_set())
 
     def is_revoked(self, task: Any, timestamp: Any = None, peek: bool = True) -> bool:
         return False
@@ -59,7 +72,7 @@ class JobHuey(Huey):  # type: ignore[misc]
         return super().delete(key)
 
 
-def create_huey(url: str, *, name: str = QUEUE_NAME) -> Huey:
+def create_huey(url: str, *, name: str = QUEUE_NAME) -> JobHuey:
     """A Huey instance for ``url``: ``sqlite:///path``, ``redis://...`` or ``postgresql://...``.
 
     Results are not stored in Huey: the job store keeps them, so Huey's storage holds only
@@ -94,7 +107,7 @@ class JobQueue:
     under one fixed name so both processes agree on it.
     """
 
-    def __init__(self, huey: Huey, execute: Callable[[str], None] | None = None) -> None:
+    def __init__(self, huey: JobHuey, execute: Callable[[str], None] | None = None) -> None:
         self.huey = huey
         self.execute = execute
         self._task = huey.task(name="run_job")(self._run)

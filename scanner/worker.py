@@ -15,7 +15,6 @@ from typing import Any
 
 from huey import Huey
 from huey.api import Task
-from huey.consumer import Consumer
 from huey.signals import SIGNAL_INTERRUPTED
 
 from scanner.config import Settings
@@ -65,24 +64,11 @@ def create_consumer(settings: Settings | None = None, plugins: Plugins | None = 
     """Services for a consumer process, with the job task wired to a runner."""
     services = build_services(settings or Settings.from_env(), plugins, role="consumer")
     huey = services.queue.huey
-    stop_flags: list[Any] = []
-
-    def stopping() -> bool:
-        # Huey sets its consumer's stop flag on SIGINT and SIGTERM (and SIGHUP); it is shared
-        # with forked workers. A handler that checks sees it and hands its job back.
-        return bool(stop_flags) and bool(stop_flags[0].is_set())
-
-    runner = Runner(services, consumer_id, stopping)
+    # A handler that checks (ctx.check, ctx.progress) sees the consumer stopping and hands
+    # its job back to the queue.
+    runner = Runner(services, consumer_id, huey.stopping)
     services.queue.execute = runner.run
     housekeeping = Housekeeping(Housekeeper(services), services.settings.heartbeat_seconds)
-    make_consumer = huey.create_consumer
-
-    def create_huey_consumer(**options: Any) -> Consumer:
-        consumer = make_consumer(**options)
-        stop_flags.append(consumer.stop_flag)
-        return consumer
-
-    huey.create_consumer = create_huey_consumer  # to see the consumer's stop flag
 
     @huey.on_startup()
     def _worker_started() -> None:
