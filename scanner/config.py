@@ -69,6 +69,11 @@ class Settings:
     probe_timeout_seconds: float = 10.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
+    def flag(self, name: str, default: bool = True) -> bool:
+        """An on/off ``SCANNER_*`` variable (a plugin's own, say): 0, false, no or off is off."""
+        value = self.extra.get(name, "").strip().lower()
+        return default if not value else value not in ("0", "false", "no", "off")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ

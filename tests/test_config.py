@@ -57,3 +57,15 @@ def test_bad_durations_name_the_variable(value: str) -> None:
 def test_intervals_must_be_more_than_zero(name: str) -> None:
     with pytest.raises(ConfigError, match=f"{name}='0s': must be more than zero"):
         Settings.from_env({name: "0s"})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, True), ("", True), ("1", True), ("yes", True), ("0", False), ("Off", False)],
+)
+def test_flags_for_plugins_read_any_scanner_variable(value: str | None, expected: bool) -> None:
+    env = {} if value is None else {"SCANNER_SOMETHING_AUTO": value}
+    assert Settings.from_env(env).flag("SCANNER_SOMETHING_AUTO") is expected
+    assert Settings.from_env(env).flag("SCANNER_SOMETHING_AUTO", default=False) is (
+        expected and value not in (None, "")
+    )

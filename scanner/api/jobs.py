@@ -199,9 +199,10 @@ def create_blueprint(services: Services, api: Api) -> Blueprint:
     @blp.alt_response(409, description="Already finished.")
     def cancel(job_id: str) -> Any:
         """Cancel a pending job at once, or ask a running one to stop."""
-        get_job(job_id)
         try:
             job = store.cancel(job_id)
+        except JobNotFound as exc:
+            abort(404, message=str(exc))
         except InvalidTransition as exc:
             abort(409, message=str(exc))
         return job, 200 if job.terminal else 202

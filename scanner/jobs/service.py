@@ -48,11 +48,6 @@ class JobService:
             known = ", ".join(sorted(self.types)) or "none"
             raise UnknownJobType(f"unknown job type {name!r}; registered types: {known}") from None
 
-    def validate(self, type: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """Check a payload against its type's schema; raises ``ValidationError``."""
-        loaded: dict[str, Any] = self.job_type(type).payload_schema.load(payload)
-        return loaded
-
     def submit(
         self,
         type: str,
@@ -71,7 +66,7 @@ class JobService:
         never finds the job later.
         """
         job_type = self.job_type(type)
-        self.validate(type, payload)
+        job_type.payload_schema.load(payload)  # raises ValidationError
         overlaps = job_type.overlaps
 
         def refuse_overlaps(active: list[Job]) -> None:

@@ -15,6 +15,7 @@ from scanner.jobs.context import JobContext
 from scanner.jobs.types import JobType
 from scanner.library.probe import VideoInfo, probe
 from scanner.library.scan import Scanner, check_root
+from scanner.library.walk import within
 from scanner.plugins.hookspecs import hookimpl
 
 
@@ -81,14 +82,10 @@ def scanner_probe(path: str, timeout: float) -> VideoInfo:
     return probe(path, timeout)
 
 
-def _within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
 def scans_overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Two scans overlap when one's tree holds the other's root: the second would redo work."""
     first, second = (os.path.realpath(str(p["path"])) for p in (a, b))
-    return _within(first, second) or _within(second, first)
+    return within(first, second) or within(second, first)
 
 
 @hookimpl

@@ -22,7 +22,7 @@ from scanner.errors import JobInterrupted, ProbeError, ScanRootError
 from scanner.jobs.store import utcnow
 from scanner.library.probe import VideoInfo, probe
 from scanner.library.store import Known, VideoStore
-from scanner.library.walk import FoundFile, walk
+from scanner.library.walk import FoundFile, walk, within
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,7 @@ def check_root(path: str, allowed_roots: tuple[str, ...] = ()) -> str:
     if not os.path.isabs(path):
         raise ScanRootError(f"{path!r} is not an absolute path")
     real = os.path.realpath(path)
-    if allowed_roots and not any(
-        real == root or real.startswith(root.rstrip("/") + "/") for root in allowed_roots
-    ):
+    if allowed_roots and not any(within(real, root) for root in allowed_roots):
         raise ScanRootError(
             f"{path} is outside the allowed roots ({', '.join(allowed_roots)}); "
             "see SCANNER_ALLOWED_ROOTS"

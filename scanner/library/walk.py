@@ -24,7 +24,8 @@ class WalkError:
     error: str
 
 
-def _inside(path: str, root: str) -> bool:
+def within(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or lies below it (both resolved, absolute)."""
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
@@ -65,7 +66,7 @@ def walk(
             try:
                 if entry.is_symlink():
                     target = os.path.realpath(entry.path)
-                    if not _inside(target, real_root):
+                    if not within(target, real_root):
                         continue  # never leave the scanned tree through a link
                     is_dir = os.path.isdir(target)
                 else:

@@ -12,7 +12,6 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from scanner import JobContext, JobType, Services, hookimpl
-from scanner.config import Settings
 
 CHUNK = 1 << 20
 BATCH = 1000
@@ -32,10 +31,6 @@ class ChecksumPayload(Schema):
     video_ids = fields.List(
         fields.Integer(), required=True, validate=validate.Length(min=1, max=BATCH)
     )
-
-
-def auto(settings: Settings) -> bool:
-    return settings.extra.get("SCANNER_CHECKSUM_AUTO", "1") not in ("0", "false", "no")
 
 
 def sha256(path: str, ctx: JobContext) -> str:
@@ -105,7 +100,7 @@ def scanner_library_changed(
     services: Services,
 ) -> None:
     changed = [video["id"] for video in added + updated]
-    if changed and auto(services.settings):
+    if changed and services.settings.flag("SCANNER_CHECKSUM_AUTO"):
         services.jobs.submit("checksum", {"video_ids": changed})
     if removed:
         with services.engine.begin() as conn:

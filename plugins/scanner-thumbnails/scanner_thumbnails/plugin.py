@@ -40,10 +40,6 @@ def thumbnail_path(settings: Settings, video_id: int) -> Path:
     return settings.data_dir / "thumbnails" / f"{video_id}.jpg"
 
 
-def auto(settings: Settings) -> bool:
-    return settings.extra.get("SCANNER_THUMBNAILS_AUTO", "1") not in ("0", "false", "no")
-
-
 def make_thumbnails(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
     """Thumbnail each video; one that cannot be read is listed in ``errors`` and skipped."""
     ids = payload["video_ids"]
@@ -101,7 +97,7 @@ def scanner_library_changed(
     services: Services,
 ) -> None:
     changed = [video["id"] for video in added + updated]
-    if changed and auto(services.settings):
+    if changed and services.settings.flag("SCANNER_THUMBNAILS_AUTO"):
         services.jobs.submit("thumbnail", {"video_ids": changed})
     for video in removed:
         thumbnail_path(services.settings, video["id"]).unlink(missing_ok=True)
