@@ -5,13 +5,15 @@ scanner is installed (the ``pytest11`` entry point).
 - ``scanner_settings``, ``scanner_services``, ``scanner_app``, ``scanner_client``: the parts
   built on it (``scanner_client`` is a Flask test client of the whole API, plugins included);
 - ``scanner_run_job(type, payload)``: submit a job and run it here, now, through the real
-  runner and store; returns the finished ``Job``;
+  runner and store; returns the finished ``Job`` (``run_job(services, ...)`` does the same
+  with services of a test's own making);
 - ``scanner_start_consumer(workers=4)``: start a real ``huey_consumer`` process on the same
   data directory (stopped after the test).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -117,14 +119,19 @@ def scanner_client(scanner_app: Flask) -> FlaskClient:
     return scanner_app.test_client()
 
 
+def run_job(
+    services: Services, type: str, payload: dict[str, Any] | None = None, **options: Any
+) -> Job:
+    """Submit a job and run it here and now, through the real runner and store; the job as
+    it ended. (The message it put on the queue stays there, and is skipped if run later.)"""
+    job = services.jobs.submit(type, payload or {}, **options)
+    Runner(services, lambda: "pytest:0:0").run(job.id)
+    return services.store.get(job.id)
+
+
 @pytest.fixture
 def scanner_run_job(scanner_services: Services) -> Callable[..., Job]:
-    def run(type: str, payload: dict[str, Any] | None = None, **options: Any) -> Job:
-        job = scanner_services.jobs.submit(type, payload or {}, **options)
-        Runner(scanner_services, lambda: "pytest:0").run(job.id)
-        return scanner_services.store.get(job.id)
-
-    return run
+    return functools.partial(run_job, scanner_services)
 
 
 @pytest.fixture

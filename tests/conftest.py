@@ -10,13 +10,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import requests
 from flask.testing import FlaskClient
 
+from scanner import hookimpl
 from scanner.config import Settings
-from scanner.services import Services
+from scanner.plugins.manager import get_plugin_manager
+from scanner.services import Services, build_services
 from scanner.testing import BIN, ConsumerProcess, wait_until
 
 __all__ = ["BIN", "ConsumerProcess", "wait_until"]
@@ -71,6 +75,17 @@ def consumer(start_consumer: Callable[..., ConsumerProcess]) -> ConsumerProcess:
     return start_consumer()
 
 
+def fake_plugin(**hooks: Any) -> SimpleNamespace:
+    """A plugin module made here: each keyword a hook implementation."""
+    return SimpleNamespace(**{name: hookimpl(fn) for name, fn in hooks.items()})
+
+
+def services_with(settings: Settings, name: str = "test-plugin", **hooks: Any) -> Services:
+    """Services whose plugins are the installed ones plus one made here from ``hooks``."""
+    plugins = get_plugin_manager(settings, extra=[(name, fake_plugin(**hooks))])
+    return build_services(settings, plugins)
+
+
 def submit_at_once(services: Services, n: int, type: str, payload: dict[str, Any]) -> list[str]:
     """Submit the same job from ``n`` threads at the same instant: "accepted" or "refused"
     (a ``JobConflict``) for each, sorted."""
@@ -93,6 +108,37 @@ def submit_at_once(services: Services, n: int, type: str, payload: dict[str, Any
     for t in threads:
         t.join()
     return sorted(outcomes)
+
+
+def submit_job(client: FlaskClient, type: str, payload: dict[str, Any], **options: Any) -> str:
+    """``POST /api/v1/jobs``, which must be accepted; the job's id."""
+    response = client.post("/api/v1/jobs", json={"type": type, "payload": payload, **options})
+    assert response.status_code == 202, response.json
+    return str(response.json["job_id"])
+
+
+def get_job(client: FlaskClient, job_id: str) -> dict[str, Any]:
+    """``GET /api/v1/jobs/{id}``: the job with its history."""
+    job: dict[str, Any] = client.get(f"/api/v1/jobs/{job_id}").json
+    return job
+
+
+def wait_job(client: FlaskClient, job_id: str, timeout: float = 15) -> dict[str, Any]:
+    """``GET /api/v1/jobs/{id}/wait``, which must see the job finish within ``timeout``."""
+    response = client.get(f"/api/v1/jobs/{job_id}/wait?timeout={timeout}")
+    assert response.status_code == 200, response.json
+    job: dict[str, Any] = response.json
+    return job
+
+
+def health(base: str) -> dict[str, Any] | None:
+    """``GET /api/v1/health`` of the service at ``base``: its body, or None while nothing
+    answers there."""
+    try:
+        body: dict[str, Any] = requests.get(f"{base}/api/v1/health", timeout=5).json()
+    except (requests.RequestException, ValueError):
+        return None
+    return body
 
 
 def procfile() -> dict[str, str]:

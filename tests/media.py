@@ -212,6 +212,16 @@ def make_slow_to_probe(path: PathArg, *, free_boxes: int = 4_000_000) -> Path:
     return out
 
 
+def make_slow_tree(root: Path, files: int) -> Path:
+    """A directory of ``files`` videos that each take about a quarter of a second to probe:
+    one slow MP4 and hard links to it. For scans long enough to cancel or kill midway."""
+    root.mkdir(parents=True, exist_ok=True)
+    first = make_slow_to_probe(root / "slow.mp4", free_boxes=1_000_000)
+    for n in range(files - 1):
+        os.link(first, root / f"slow-{n:02}.mp4")
+    return root
+
+
 # (container, video codec, audio codec, extension, fps) for make_corpus, cycled through.
 CORPUS_KINDS = (
     ("mp4", "h264", "aac", ".mp4", 10),

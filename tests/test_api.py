@@ -13,6 +13,8 @@ from scanner.jobs.states import Status
 from scanner.schema import MIGRATIONS
 from scanner.services import Services, build_services
 
+from conftest import services_with
+
 JOBS = "/api/v1/jobs"
 
 
@@ -198,18 +200,11 @@ def test_health_reports_live_consumers_and_missing_types(
 
 
 def test_health_names_plugins_that_failed(settings: Settings) -> None:
-    from types import SimpleNamespace
-
-    from scanner import hookimpl
-    from scanner.plugins.manager import get_plugin_manager
-
     def broken() -> list[Any]:
         raise RuntimeError("no luck")
 
-    plugin = SimpleNamespace(scanner_job_types=hookimpl(broken))
-    plugins = get_plugin_manager(settings, extra=[("broken", plugin)])
-    services = build_services(settings, plugins)
-    services.store.heartbeat("h:1", "h", 1, list(plugins.job_types))
+    services = services_with(settings, "broken", scanner_job_types=broken)
+    services.store.heartbeat("h:1", "h", 1, list(services.plugins.job_types))
     body = create_app(services=services).test_client().get("/api/v1/health").json
     assert body["status"] == "degraded"
     assert body["plugins"]["failed"] == {"broken": "scanner_job_types raised RuntimeError: no luck"}

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import requests
 
-from conftest import ServiceProcess, free_port, procfile, wait_until
+from conftest import ServiceProcess, free_port, health, procfile, wait_until
 from media import make_corpus
 
 CLIENTS = 16
@@ -189,10 +189,7 @@ def pages(base: str, rec: Recorder, what: str, limit: int) -> Iterator[dict[str,
 
 
 def health_ok(base: str) -> bool:
-    try:
-        return bool(requests.get(f"{base}/api/v1/health", timeout=5).json()["status"] == "ok")
-    except (requests.RequestException, ValueError, KeyError):
-        return False
+    return (health(base) or {}).get("status") == "ok"
 
 
 def lines_with(text: str, services: list[ServiceProcess]) -> int:

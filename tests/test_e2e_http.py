@@ -7,14 +7,7 @@ from collections.abc import Callable
 
 import requests
 
-from conftest import ServiceProcess, free_port, procfile, wait_until
-
-
-def http_up(base: str) -> bool:
-    try:
-        return requests.get(f"{base}/api/v1/health", timeout=5).ok
-    except requests.RequestException:
-        return False
+from conftest import ServiceProcess, free_port, health, procfile, wait_until
 
 
 def test_make_run_serves_and_runs_jobs(
@@ -23,15 +16,13 @@ def test_make_run_serves_and_runs_jobs(
     port = free_port()
     start_service("honcho start", {**env, "PORT": str(port)})
     base = f"http://127.0.0.1:{port}"
-    wait_until(lambda: http_up(base), timeout=30, what="the web process")
-    health = wait_until(
-        lambda: (
-            (h := requests.get(f"{base}/api/v1/health", timeout=5).json())["status"] == "ok" and h
-        ),
+    wait_until(lambda: health(base), timeout=30, what="the web process")
+    report = wait_until(
+        lambda: (h := health(base)) and h["status"] == "ok" and h,
         timeout=30,
         what="a consumer heartbeat",
     )
-    assert health["consumers"]["alive"] == 1
+    assert report["consumers"]["alive"] == 1
     response = requests.post(
         f"{base}/api/v1/jobs", json={"type": "echo", "payload": {"text": "over http"}}, timeout=5
     )
@@ -50,7 +41,7 @@ def test_jobs_submitted_while_no_consumer_runs_survive_a_web_restart(
     web_env = {**env, "PORT": str(port)}
     base = f"http://127.0.0.1:{port}"
     web = start_service(commands["web"], web_env)
-    wait_until(lambda: http_up(base), timeout=30, what="the web process")
+    wait_until(lambda: health(base), timeout=30, what="the web process")
     ids = []
     for n in range(50):
         response = requests.post(
@@ -59,10 +50,10 @@ def test_jobs_submitted_while_no_consumer_runs_survive_a_web_restart(
         assert response.status_code == 202
         ids.append(response.json()["job_id"])
     assert web.stop(signal.SIGTERM) == 0
-    assert not http_up(base)
+    assert health(base) is None
 
     start_service(commands["web"], web_env)
-    wait_until(lambda: http_up(base), timeout=30, what="the web process to come back")
+    wait_until(lambda: health(base), timeout=30, what="the web process to come back")
     pending = requests.get(f"{base}/api/v1/jobs?status=pending&limit=100", timeout=5).json()
     assert pending["total"] == 50
 

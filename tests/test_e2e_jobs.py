@@ -3,36 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from flask.testing import FlaskClient
 
-from conftest import ConsumerProcess, wait_until
+from conftest import ConsumerProcess, get_job, submit_job, wait_job, wait_until
 
 JOBS = "/api/v1/jobs"
 
 
-def submit(client: FlaskClient, type: str, payload: dict[str, Any], **options: Any) -> str:
-    response = client.post(JOBS, json={"type": type, "payload": payload, **options})
-    assert response.status_code == 202, response.json
-    job_id: str = response.json["job_id"]
-    return job_id
-
-
-def wait(client: FlaskClient, job_id: str, timeout: float = 15) -> dict[str, Any]:
-    response = client.get(f"{JOBS}/{job_id}/wait?timeout={timeout}")
-    assert response.status_code == 200, response.json
-    job: dict[str, Any] = response.json
-    return job
-
-
-def get(client: FlaskClient, job_id: str) -> dict[str, Any]:
-    job: dict[str, Any] = client.get(f"{JOBS}/{job_id}").json
-    return job
-
-
 def test_a_job_runs_to_complete(client: FlaskClient, consumer: ConsumerProcess) -> None:
-    job = wait(client, submit(client, "echo", {"text": "hello"}))
+    job = wait_job(client, submit_job(client, "echo", {"text": "hello"}))
     assert job["status"] == "complete"
     assert job["result"] == {"echo": "hello", "attempt": 1}
     assert job["attempts"] == 1 and job["progress"] == 1.0 and job["error"] is None
@@ -41,7 +21,7 @@ def test_a_job_runs_to_complete(client: FlaskClient, consumer: ConsumerProcess) 
 
 
 def test_a_failing_job_records_its_error(client: FlaskClient, consumer: ConsumerProcess) -> None:
-    job = wait(client, submit(client, "fail", {"message": "disk on fire"}, retries=0))
+    job = wait_job(client, submit_job(client, "fail", {"message": "disk on fire"}, retries=0))
     assert job["status"] == "failed"
     assert job["error"] == "DiagnosticFailure: disk on fire"
     assert job["attempts"] == 1 and job["result"] is None
@@ -50,43 +30,43 @@ def test_a_failing_job_records_its_error(client: FlaskClient, consumer: Consumer
 def test_retries_go_back_to_pending_then_complete(
     client: FlaskClient, consumer: ConsumerProcess
 ) -> None:
-    job_id = submit(client, "fail", {"until_attempt": 2}, retry_delay=1.0)
+    job_id = submit_job(client, "fail", {"until_attempt": 2}, retry_delay=1.0)
     waiting = wait_until(
-        lambda: (j := get(client, job_id))["status"] == "pending" and j["attempts"] == 1 and j,
+        lambda: (j := get_job(client, job_id))["status"] == "pending" and j["attempts"] == 1 and j,
         what="the first attempt to fail",
     )
     assert waiting["next_attempt_at"] > waiting["updated_at"]
     assert waiting["error"] == "DiagnosticFailure: failed on purpose"
-    job = wait(client, job_id)
+    job = wait_job(client, job_id)
     assert job["status"] == "complete" and job["attempts"] == 2
     assert job["result"] == {"succeeded_on_attempt": 2}
     assert job["error"] is None and job["next_attempt_at"] is None
 
 
 def test_retries_run_out_and_the_job_fails(client: FlaskClient, consumer: ConsumerProcess) -> None:
-    job = wait(client, submit(client, "fail", {}, retries=2, retry_delay=0.05))
+    job = wait_job(client, submit_job(client, "fail", {}, retries=2, retry_delay=0.05))
     assert job["status"] == "failed" and job["attempts"] == 3
 
 
 def test_a_job_past_its_timeout_ends_timeout(
     client: FlaskClient, consumer: ConsumerProcess
 ) -> None:
-    job = wait(client, submit(client, "sleep", {"seconds": 30, "steps": 300}, timeout=0.3))
+    job = wait_job(client, submit_job(client, "sleep", {"seconds": 30, "steps": 300}, timeout=0.3))
     assert job["status"] == "timeout"
     assert job["error"] == "timed out after 0.3s"
     assert 0 < job["progress"] < 0.1
 
 
 def test_cancel_running_stops_it_promptly(client: FlaskClient, consumer: ConsumerProcess) -> None:
-    job_id = submit(client, "sleep", {"seconds": 30, "steps": 300})
+    job_id = submit_job(client, "sleep", {"seconds": 30, "steps": 300})
     running = wait_until(
-        lambda: (j := get(client, job_id))["status"] == "running" and j["progress"] and j,
+        lambda: (j := get_job(client, job_id))["status"] == "running" and j["progress"] and j,
         what="progress to show",
     )
     assert 0 < running["progress"] < 1
     response = client.post(f"{JOBS}/{job_id}/cancel")
     assert response.status_code == 202
-    job = wait(client, job_id, timeout=2)
+    job = wait_job(client, job_id, timeout=2)
     assert job["status"] == "cancelled"
     assert job["progress"] < 0.2
     assert client.post(f"{JOBS}/{job_id}/cancel").status_code == 409
@@ -96,14 +76,14 @@ def test_cancel_pending_means_it_never_runs(
     client: FlaskClient, start_consumer: Callable[..., ConsumerProcess]
 ) -> None:
     start_consumer(workers=1)
-    blocker = submit(client, "sleep", {"seconds": 30, "steps": 300})
-    wait_until(lambda: get(client, blocker)["status"] == "running", what="the blocker to run")
-    queued = submit(client, "echo", {"text": "never"})
+    blocker = submit_job(client, "sleep", {"seconds": 30, "steps": 300})
+    wait_until(lambda: get_job(client, blocker)["status"] == "running", what="the blocker to run")
+    queued = submit_job(client, "echo", {"text": "never"})
     assert client.post(f"{JOBS}/{queued}/cancel").json["status"] == "cancelled"
     client.post(f"{JOBS}/{blocker}/cancel")
-    assert wait(client, blocker)["status"] == "cancelled"
+    assert wait_job(client, blocker)["status"] == "cancelled"
     wait_until(lambda: client.get("/api/v1/health").json["queue"]["waiting"] == 0)
-    job = get(client, queued)
+    job = get_job(client, queued)
     assert job["status"] == "cancelled"
     assert job["attempts"] == 0 and job["started_at"] is None
 
@@ -111,10 +91,10 @@ def test_cancel_pending_means_it_never_runs(
 def test_higher_priority_runs_first(
     client: FlaskClient, start_consumer: Callable[..., ConsumerProcess]
 ) -> None:
-    low = [submit(client, "sleep", {"seconds": 0.02}, priority=0) for _ in range(5)]
-    high = submit(client, "echo", {"text": "urgent"}, priority=10)
+    low = [submit_job(client, "sleep", {"seconds": 0.02}, priority=0) for _ in range(5)]
+    high = submit_job(client, "echo", {"text": "urgent"}, priority=10)
     start_consumer(workers=1)
-    jobs = [wait(client, job_id) for job_id in [*low, high]]
+    jobs = [wait_job(client, job_id) for job_id in [*low, high]]
     first = min(jobs, key=lambda j: j["started_at"])
     assert first["job_id"] == high
 
@@ -124,14 +104,11 @@ def test_a_consumer_without_the_plugin_fails_the_job_clearly(
 ) -> None:
     env["SCANNER_DISABLED_PLUGINS"] = "diagnostics"
     start_consumer()
-    job = wait(client, submit(client, "echo", {"text": "x"}))
+    job = wait_job(client, submit_job(client, "echo", {"text": "x"}))
     assert job["status"] == "failed"
     assert "no plugin in this consumer provides the job type 'echo'" in job["error"]
     health = wait_until(
-        lambda: (
-            client.get("/api/v1/health").json["consumers"]["alive"]
-            and client.get("/api/v1/health").json
-        )
+        lambda: (h := client.get("/api/v1/health").json)["consumers"]["alive"] and h
     )
     assert health["status"] == "degraded"
     assert "echo" in health["consumers"]["consumers"][0]["missing_job_types"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -12,26 +11,15 @@ from flask.testing import FlaskClient
 
 from scanner.services import Services
 
-from conftest import ConsumerProcess, wait_until
-from media import make_slow_to_probe
+from conftest import ConsumerProcess, get_job, submit_job, wait_until
+from media import make_slow_tree
 
 JOBS = "/api/v1/jobs"
 
 
-def submit(client: FlaskClient, type: str, payload: dict[str, Any], **options: Any) -> str:
-    response = client.post(JOBS, json={"type": type, "payload": payload, **options})
-    assert response.status_code == 202, response.json
-    return str(response.json["job_id"])
-
-
-def get(client: FlaskClient, job_id: str) -> dict[str, Any]:
-    job: dict[str, Any] = client.get(f"{JOBS}/{job_id}").json
-    return job
-
-
 def wait_running(client: FlaskClient, job_id: str, attempt: int = 1) -> dict[str, Any]:
     def running() -> dict[str, Any] | None:
-        job = get(client, job_id)
+        job = get_job(client, job_id)
         ok = job["status"] == "running" and job["attempts"] == attempt and job["progress"]
         return job if ok else None
 
@@ -41,7 +29,7 @@ def wait_running(client: FlaskClient, job_id: str, attempt: int = 1) -> dict[str
 
 def wait_done(client: FlaskClient, job_id: str, timeout: float = 30) -> dict[str, Any]:
     return wait_until(
-        lambda: (j := get(client, job_id))["status"] not in ("pending", "running") and j,
+        lambda: (j := get_job(client, job_id))["status"] not in ("pending", "running") and j,
         timeout=timeout,
         what=f"job {job_id} to finish",
     )
@@ -55,7 +43,7 @@ def test_kill_9_mid_job_then_restart_runs_it_again(
     client: FlaskClient, start_consumer: Callable[..., ConsumerProcess]
 ) -> None:
     first = start_consumer()
-    job_id = submit(client, "sleep", {"seconds": 2, "steps": 20})
+    job_id = submit_job(client, "sleep", {"seconds": 2, "steps": 20})
     wait_running(client, job_id)
     first.stop(signal.SIGKILL)
     second = start_consumer()
@@ -72,7 +60,7 @@ def test_a_live_consumer_recovers_the_jobs_of_one_that_died(
     client: FlaskClient, start_consumer: Callable[..., ConsumerProcess]
 ) -> None:
     consumers = [start_consumer(workers=1), start_consumer(workers=1)]
-    job_id = submit(client, "sleep", {"seconds": 2, "steps": 20})
+    job_id = submit_job(client, "sleep", {"seconds": 2, "steps": 20})
     running = wait_running(client, job_id)
     victim = next(c for c in consumers if running["consumer"].split(":")[1] == str(c.pid))
     survivor = next(c for c in consumers if c is not victim)
@@ -85,7 +73,7 @@ def test_a_live_consumer_recovers_the_jobs_of_one_that_died(
 def test_a_job_that_keeps_killing_its_consumer_ends_failed(
     client: FlaskClient, start_consumer: Callable[..., ConsumerProcess]
 ) -> None:
-    job_id = submit(client, "sleep", {"seconds": 5, "steps": 50})
+    job_id = submit_job(client, "sleep", {"seconds": 5, "steps": 50})
     for attempt in (1, 2, 3):
         consumer = start_consumer()
         wait_running(client, job_id, attempt)
@@ -101,10 +89,10 @@ def test_sigint_hands_running_jobs_back_and_they_run_on_the_next_start(
     client: FlaskClient, start_consumer: Callable[..., ConsumerProcess]
 ) -> None:
     consumer = start_consumer()
-    job_id = submit(client, "sleep", {"seconds": 2, "steps": 40})
+    job_id = submit_job(client, "sleep", {"seconds": 2, "steps": 40})
     wait_running(client, job_id)
     assert consumer.stop(signal.SIGINT, timeout=5) == 0  # it does not wait for the job
-    job = get(client, job_id)
+    job = get_job(client, job_id)
     assert job["status"] == "pending" and outcomes(job) == ["shutdown"]
     assert job["history"][0]["error"] == "the consumer shut down while it ran"
     start_consumer()
@@ -116,10 +104,10 @@ def test_sigterm_hands_back_even_a_handler_that_never_checks(
     client: FlaskClient, start_consumer: Callable[..., ConsumerProcess]
 ) -> None:
     consumer = start_consumer()
-    job_id = submit(client, "sleep", {"seconds": 1.5, "steps": 15, "check": False})
-    wait_until(lambda: get(client, job_id)["status"] == "running", what="the job to run")
+    job_id = submit_job(client, "sleep", {"seconds": 1.5, "steps": 15, "check": False})
+    wait_until(lambda: get_job(client, job_id)["status"] == "running", what="the job to run")
     consumer.stop(signal.SIGTERM, timeout=5)
-    job = get(client, job_id)
+    job = get_job(client, job_id)
     assert job["status"] == "pending" and outcomes(job) == ["shutdown"]
     assert job["history"][0]["error"] == "the consumer was stopped"
     start_consumer()
@@ -140,15 +128,13 @@ def test_a_job_that_lost_its_message_is_queued_again(
 def test_kill_9_mid_scan_leaves_each_file_in_the_library_once(
     client: FlaskClient, start_consumer: Callable[..., ConsumerProcess], tmp_path: Path
 ) -> None:
-    root = tmp_path / "slow"
-    root.mkdir()
-    make_slow_to_probe(root / "slow.mp4", free_boxes=1_000_000)
-    for n in range(40):
-        os.link(root / "slow.mp4", root / f"slow-{n:02}.mp4")
+    root = make_slow_tree(tmp_path / "slow", 41)
     consumer = start_consumer()
     response = client.post("/api/v1/videos/scan", json={"path": str(root)})
     job_id = response.json["job_id"]
-    wait_until(lambda: (get(client, job_id)["progress"] or 0) > 0.1, timeout=20, what="progress")
+    wait_until(
+        lambda: (get_job(client, job_id)["progress"] or 0) > 0.1, timeout=20, what="progress"
+    )
     consumer.stop(signal.SIGKILL)
     start_consumer()
     job = wait_done(client, job_id, timeout=60)

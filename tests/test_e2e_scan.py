@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from flask.testing import FlaskClient
 
-from conftest import BIN, ConsumerProcess, ServiceProcess, free_port, procfile, wait_until
-from media import make_slow_to_probe, make_truncated, make_video
+from conftest import BIN, ConsumerProcess, ServiceProcess, free_port, health, procfile, wait_until
+from media import make_slow_to_probe, make_slow_tree, make_truncated, make_video
 
 VIDEOS = "/api/v1/videos"
 
@@ -142,11 +141,7 @@ def test_cancel_a_running_scan(
     start_consumer: Callable[..., ConsumerProcess],
     tmp_path: Path,
 ) -> None:
-    root = tmp_path / "slow"
-    root.mkdir()
-    make_slow_to_probe(root / "slow.mp4", free_boxes=1_000_000)
-    for n in range(60):
-        os.link(root / "slow.mp4", root / f"slow-{n:02}.mp4")
+    root = make_slow_tree(tmp_path / "slow", 61)
     start_consumer()
     job_id = client.post(f"{VIDEOS}/scan", json={"path": str(root)}).json["job_id"]
     wait_until(
@@ -185,13 +180,7 @@ def test_the_scanner_command_waits_and_reports(
     start_service(commands["worker"], env)
     url = f"http://127.0.0.1:{port}"
 
-    def up() -> bool:
-        try:
-            return requests.get(f"{url}/api/v1/health", timeout=5).json()["status"] == "ok"
-        except requests.RequestException:
-            return False
-
-    wait_until(up, timeout=30, what="web and worker")
+    wait_until(lambda: (health(url) or {}).get("status") == "ok", timeout=30, what="services")
     cli_env = {**os.environ, **env, "SCANNER_URL": url}
     done = subprocess.run(
         [str(BIN / "scanner"), "scan", str(media), "--wait"],
@@ -201,6 +190,7 @@ def test_the_scanner_command_waits_and_reports(
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("scanning")  # the progress bar (drawn only on a terminal)
     assert "4 video files: 3 new, 0 updated, 0 unchanged, 0 removed, 0 moved" in done.stdout
     assert f"{media / 'broken.mp4'}: could not be read as a video" in done.stderr
     refused = subprocess.run(

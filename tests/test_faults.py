@@ -7,7 +7,6 @@ knows reaches a terminal state, no file is in the library twice, and the counts 
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import threading
@@ -21,8 +20,8 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
-from conftest import ConsumerProcess, ServiceProcess, free_port, procfile, wait_until
-from media import make_corpus, make_slow_to_probe
+from conftest import ConsumerProcess, ServiceProcess, free_port, health, procfile, wait_until
+from media import make_corpus, make_slow_tree
 
 SEED = 20261129
 TERMINAL = {"complete", "failed", "timeout", "cancelled"}
@@ -46,10 +45,7 @@ def test_consumers_killed_at_random_lose_no_job_and_duplicate_no_video(
     rng = random.Random(SEED)
     media = tmp_path / "media"
     make_corpus(media / "plain", 200)
-    (media / "slow").mkdir()
-    make_slow_to_probe(media / "slow" / "s.mp4", free_boxes=1_000_000)
-    for n in range(29):
-        os.link(media / "slow" / "s.mp4", media / "slow" / f"s{n:02}.mp4")
+    make_slow_tree(media / "slow", 30)
     files = 230
 
     ids = [
@@ -121,13 +117,7 @@ def test_a_web_process_killed_mid_submit_loses_no_job_it_answered_for(
     web_env = {**env, "PORT": str(port)}
     web = start_service(procfile()["web"], web_env)
 
-    def up() -> bool:
-        try:
-            return requests.get(f"{base}/api/v1/health", timeout=5).ok
-        except requests.RequestException:
-            return False
-
-    wait_until(up, timeout=30, what="the web process")
+    wait_until(lambda: health(base) is not None, timeout=30, what="the web process")
     told: list[str] = []
     errors = Counter[str]()
     stop = threading.Event()

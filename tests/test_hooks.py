@@ -6,35 +6,23 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from flask_smorest import Blueprint
 
-from scanner import JobContext, JobType, ProbeError, VideoInfo, hookimpl
+from scanner import JobContext, JobType, ProbeError, VideoInfo
 from scanner.app import create_app
 from scanner.config import Settings
-from scanner.jobs.runner import Runner
 from scanner.jobs.states import Status
 from scanner.plugins import hookspecs
-from scanner.plugins.manager import get_plugin_manager
 from scanner.services import Services, build_services
+from scanner.testing import run_job
 
+from conftest import services_with
 from media import make_video
 
 REPO = Path(__file__).resolve().parent.parent
 HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("scanner_"))
-
-
-def with_plugin(settings: Settings, **hooks: Any) -> Services:
-    plugin = SimpleNamespace(**{name: hookimpl(fn) for name, fn in hooks.items()})
-    return build_services(settings, get_plugin_manager(settings, extra=[("test-plugin", plugin)]))
-
-
-def run(services: Services, type: str, payload: dict[str, Any]) -> Any:
-    job = services.jobs.submit(type, payload)
-    Runner(services, lambda: "pytest:0").run(job.id)
-    return services.store.get(job.id)
 
 
 def test_hook_scanner_job_types(settings: Settings) -> None:
@@ -47,15 +35,15 @@ def test_hook_scanner_job_types(settings: Settings) -> None:
         seen.append(settings)
         return [JobType("shout", shout)]
 
-    services = with_plugin(settings, scanner_job_types=job_types)
+    services = services_with(settings, scanner_job_types=job_types)
     assert seen == [settings]
-    job = run(services, "shout", {})
+    job = run_job(services, "shout", {})
     assert job.status is Status.COMPLETE and job.result["loud"] == ""
 
 
 def test_hook_scanner_startup(settings: Settings) -> None:
     calls: list[tuple[str, Services]] = []
-    services = with_plugin(
+    services = services_with(
         settings, scanner_startup=lambda role, services: calls.append((role, services))
     )
     assert calls == [("script", services)]
@@ -77,8 +65,8 @@ def test_hook_scanner_probe(settings: Settings, tmp_path: Path) -> None:
             raise ProbeError("the plugin says no")
         return None  # everything else: the built-in PyAV probe
 
-    services = with_plugin(settings, scanner_probe=probe)
-    result = run(services, "scan", {"path": str(media)}).result
+    services = services_with(settings, scanner_probe=probe)
+    result = run_job(services, "scan", {"path": str(media)}).result
     assert (result["new"], result["errors"]) == (
         2,
         [{"path": str(media / "refused.mkv"), "error": "the plugin says no"}],
@@ -96,8 +84,8 @@ def test_a_probe_plugin_that_crashes_costs_only_that_file(
     def probe(path: str, timeout: float) -> VideoInfo | None:
         raise RuntimeError("plugin bug")
 
-    services = with_plugin(settings, scanner_probe=probe)
-    job = run(services, "scan", {"path": str(tmp_path)})
+    services = services_with(settings, scanner_probe=probe)
+    job = run_job(services, "scan", {"path": str(tmp_path)})
     assert job.status is Status.COMPLETE
     assert job.result["errors"][0]["error"] == "the probe failed: RuntimeError: plugin bug"
 
@@ -113,14 +101,14 @@ def test_hook_scanner_library_changed(settings: Settings, tmp_path: Path, monkey
     def changed(added: Any, updated: Any, removed: Any, services: Services) -> None:
         events.append(tuple(sorted(v["filename"] for v in vs) for vs in (added, updated, removed)))
 
-    services = with_plugin(settings, scanner_library_changed=changed)
-    run(services, "scan", {"path": str(media)})
+    services = services_with(settings, scanner_library_changed=changed)
+    run_job(services, "scan", {"path": str(media)})
     assert sorted(name for added, _, _ in events for name in added) == ["a.mp4", "b.mp4", "c.mp4"]
     assert len(events) == 2
     events.clear()
     make_video(media / "a.mp4", seconds=2)
     (media / "c.mp4").unlink()
-    run(services, "scan", {"path": str(media)})
+    run_job(services, "scan", {"path": str(media)})
     assert events == [([], ["a.mp4"], []), ([], [], ["c.mp4"])]
     events.clear()
     video = next(v for v in services.library.search()[0] if v["filename"] == "b.mp4")
@@ -131,10 +119,10 @@ def test_hook_scanner_library_changed(settings: Settings, tmp_path: Path, monkey
 def test_hook_scanner_scan_finished(settings: Settings, tmp_path: Path) -> None:
     make_video(tmp_path / "a.mp4")
     finished: list[tuple[str, dict[str, Any]]] = []
-    services = with_plugin(
+    services = services_with(
         settings, scanner_scan_finished=lambda root, result: finished.append((root, result))
     )
-    job = run(services, "scan", {"path": str(tmp_path)})
+    job = run_job(services, "scan", {"path": str(tmp_path)})
     assert finished == [(str(tmp_path), job.result)]
 
 
@@ -149,7 +137,7 @@ def test_hook_scanner_blueprints(settings: Settings) -> None:
 
     clash = Blueprint("jobs", __name__)  # the core's own name: refused, reported
 
-    services = with_plugin(settings, scanner_blueprints=lambda services: [blp, clash])
+    services = services_with(settings, scanner_blueprints=lambda services: [blp, clash])
     client = create_app(services=services).test_client()
     assert client.get("/api/v1/hello").json == {"hello": "world"}
     assert "/api/v1/hello" in client.get("/api/openapi.json").json["paths"]

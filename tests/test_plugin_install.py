@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from conftest import REPO, free_port, wait_until
+from conftest import REPO, free_port, health, wait_until
 
 PLUGIN = {
     "setup.cfg": """
@@ -147,16 +147,14 @@ def test_a_plugin_from_nothing_to_a_finished_job(tmp_path: Path) -> None:
             cwd=tmp_path,
         ),
     ]
-    base = f"http://127.0.0.1:{port}/api/v1"
+    root = f"http://127.0.0.1:{port}"
+    base = f"{root}/api/v1"
     try:
-
-        def healthy() -> bool:
-            try:
-                return requests.get(f"{base}/health", timeout=5).json()["consumers"]["alive"] > 0
-            except requests.RequestException:
-                return False
-
-        wait_until(healthy, timeout=60, what="web and consumer")
+        wait_until(
+            lambda: (h := health(root)) and h["consumers"]["alive"],
+            timeout=60,
+            what="web and consumer",
+        )
         response = requests.post(
             f"{base}/jobs", json={"type": "shout", "payload": {"text": "hello"}}, timeout=5
         )
@@ -175,8 +173,9 @@ def test_a_plugin_from_nothing_to_a_finished_job(tmp_path: Path) -> None:
         assert "No module named 'a_module_that_does_not_exist'" in plugins["broken"]["error"]
         assert plugins["zz-taker"]["error"] == "job type 'shout' is already registered"
         assert plugins["scan"]["status"] == "loaded"
-        health = requests.get(f"{base}/health", timeout=5).json()
-        assert health["status"] == "degraded" and set(health["plugins"]["failed"]) == {
+        report = health(root)
+        assert report is not None and report["status"] == "degraded"
+        assert set(report["plugins"]["failed"]) == {
             "broken",
             "zz-taker",
         }

@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from scanner import JobType, hookimpl
+from scanner import JobType
 from scanner.config import Settings
 from scanner.errors import PluginError
 from scanner.plugins.manager import get_plugin_manager
+
+from conftest import fake_plugin
 
 SETTINGS = Settings.from_env({})
 
 
 def handler(ctx: Any, payload: dict[str, Any]) -> None:
     return None
-
-
-def plugin(**hooks: Any) -> SimpleNamespace:
-    return SimpleNamespace(**{name: hookimpl(fn) for name, fn in hooks.items()})
 
 
 def test_installed_plugins_are_found_through_entry_points() -> None:
@@ -42,7 +39,7 @@ def test_disabled_plugins_are_not_loaded() -> None:
 
 
 def test_duplicate_job_type_is_refused_and_reported(caplog: pytest.LogCaptureFixture) -> None:
-    dupe = plugin(scanner_job_types=lambda: [JobType("echo", handler)])
+    dupe = fake_plugin(scanner_job_types=lambda: [JobType("echo", handler)])
     with caplog.at_level(logging.ERROR):
         plugins = get_plugin_manager(SETTINGS, extra=[("zz-dupe", dupe)])
     assert plugins.job_types["echo"].handler is not handler
@@ -55,20 +52,22 @@ def test_a_hook_that_raises_spares_the_other_plugins() -> None:
     def broken() -> list[JobType]:
         raise RuntimeError("boom")
 
-    plugins = get_plugin_manager(SETTINGS, extra=[("broken", plugin(scanner_job_types=broken))])
+    plugins = get_plugin_manager(
+        SETTINGS, extra=[("broken", fake_plugin(scanner_job_types=broken))]
+    )
     assert plugins.infos["broken"].error == "scanner_job_types raised RuntimeError: boom"
     assert "echo" in plugins.job_types
 
 
 def test_a_hook_returning_something_else_is_reported() -> None:
-    odd = plugin(scanner_job_types=lambda: ["not a job type"])
+    odd = fake_plugin(scanner_job_types=lambda: ["not a job type"])
     plugins = get_plugin_manager(SETTINGS, extra=[("odd", odd)], entry_point_group=None)
     assert plugins.job_types == {}
     assert "returned 'not a job type', not a JobType" in (plugins.infos["odd"].error or "")
 
 
 def test_a_plugin_with_an_unknown_hook_is_refused_and_reported() -> None:
-    typo = plugin(scanner_job_type=lambda: [JobType("typo", handler)])
+    typo = fake_plugin(scanner_job_type=lambda: [JobType("typo", handler)])
     plugins = get_plugin_manager(SETTINGS, extra=[("typo", typo)])
     assert "unknown hooks scanner_job_type" in (plugins.infos["typo"].error or "")
     assert "typo" not in plugins.job_types

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from huey.exceptions import TaskTimeout
 from marshmallow import Schema, fields, validate
 
-from scanner import JobContext, JobType, hookimpl
+from scanner import JobContext, JobType
 from scanner.config import Settings
 from scanner.jobs.runner import Runner
 from scanner.jobs.states import Status
-from scanner.plugins.manager import get_plugin_manager
-from scanner.services import Services, build_services
+from scanner.services import Services
+from scanner.testing import run_job
+
+from conftest import services_with
 
 
 def returns_a_list(ctx: JobContext, payload: dict[str, Any]) -> Any:
@@ -65,42 +66,35 @@ TYPES = [
 
 @pytest.fixture
 def services(settings: Settings) -> Services:
-    plugin = SimpleNamespace(scanner_job_types=hookimpl(lambda: TYPES))
-    return build_services(settings, get_plugin_manager(settings, extra=[("local", plugin)]))
-
-
-def run(services: Services, type: str, payload: dict[str, Any] | None = None) -> Any:
-    job = services.jobs.submit(type, payload or {})
-    Runner(services, lambda: "test:1").run(job.id)
-    return services.store.get(job.id)
+    return services_with(settings, "local", scanner_job_types=lambda: TYPES)
 
 
 def test_a_result_that_is_not_a_dict_fails_the_job(services: Services) -> None:
-    job = run(services, "list")
+    job = run_job(services, "list")
     assert job.status is Status.FAILED
     assert job.error == "TypeError: handler returned list, expected a dict or None"
 
 
 def test_a_cancel_wins_over_a_failure_with_retries_left(services: Services) -> None:
-    job = run(services, "self-cancel")
+    job = run_job(services, "self-cancel")
     assert job.status is Status.CANCELLED and job.attempts == 1
     assert job.error == "RuntimeError: failed after the cancel"
 
 
 def test_hueys_own_timeout_ends_the_job_as_timeout(services: Services) -> None:
-    job = run(services, "huey-timeout")
+    job = run_job(services, "huey-timeout")
     assert job.status is Status.TIMEOUT and job.error == "timed out after 1s"
 
 
 def test_a_handler_that_checks_stops_at_its_deadline(services: Services) -> None:
     started = time.monotonic()
-    job = run(services, "spin")
+    job = run_job(services, "spin")
     assert job.status is Status.TIMEOUT and job.error == "timed out after 0.2s"
     assert 0.2 <= time.monotonic() - started < 1
 
 
 def test_a_handler_can_queue_more_work(services: Services) -> None:
-    job = run(services, "follow")
+    job = run_job(services, "follow")
     assert job.status is Status.COMPLETE
     follow_up = services.store.get(job.result["follow_up"])
     assert follow_up.type == "noop" and follow_up.status is Status.PENDING

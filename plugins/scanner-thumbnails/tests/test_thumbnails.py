@@ -15,8 +15,8 @@ from PIL import Image
 from scanner_thumbnails.plugin import thumbnail_path
 
 from scanner.config import Settings
-from scanner.jobs.runner import Runner
 from scanner.services import Services, build_services
+from scanner.testing import run_job
 
 
 def make_video(path: Path, width: int = 480, height: int = 270) -> Path:
@@ -67,9 +67,7 @@ def test_automatic_thumbnails_can_be_turned_off(
     services = build_services(Settings.from_env({**scanner_env, "SCANNER_THUMBNAILS_AUTO": "0"}))
     (tmp_path / "media").mkdir()
     make_video(tmp_path / "media" / "clip.mp4")
-    scan = services.jobs.submit("scan", {"path": str(tmp_path / "media")})
-    Runner(services, lambda: "pytest:0").run(scan.id)
-    assert services.store.get(scan.id).result["new"] == 1
+    assert run_job(services, "scan", {"path": str(tmp_path / "media")}).result["new"] == 1
     assert services.store.list_jobs(type="thumbnail")[1] == 0
 
 
