@@ -13,7 +13,7 @@ from scanner.db import create_engine, migrate, schema_version
 from scanner.errors import ConfigError, InvalidTransition, JobNotFound
 from scanner.jobs.states import Status
 from scanner.jobs.store import JobStore, utcnow
-from scanner.schema import MIGRATIONS
+from scanner.schema import MIGRATIONS, job_attempts
 from scanner.services import Services
 
 
@@ -89,6 +89,29 @@ def test_finish_records_result_and_is_final(store: JobStore) -> None:
     assert done.progress == 1.0 and done.finished_at is not None
     assert not store.finish(job.id, Status.FAILED, error="late")
     assert store.get(job.id).status is Status.COMPLETE
+
+
+def test_the_attempt_that_ends_a_job_is_told_by_its_row_alone(store: JobStore) -> None:
+    retried = store.create("scan", {})
+    store.claim(retried.id, "c1")
+    store.retry_later(retried.id, "boom", delay=0, consumer="c1")
+    store.claim(retried.id, "c2")
+    store.finish(retried.id, Status.COMPLETE, consumer="c2")
+    plain = store.create("scan", {})
+    store.claim(plain.id, "c1")
+    store.finish(plain.id, Status.COMPLETE, consumer="c1")
+
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(job_attempts.c.job_id, job_attempts.c.outcome)).all()
+    assert rows == [(retried.id, "failed")]  # no INSERT for an attempt that ended its job
+    job, history = store.detail(retried.id)
+    assert [(a["number"], a["consumer"], a["outcome"]) for a in history] == [
+        (1, "c1", "failed"),
+        (2, "c2", "complete"),
+    ]
+    assert history[1]["finished_at"] == job.finished_at
+    assert history[1]["started_at"] == job.started_at
+    assert [a["outcome"] for a in store.detail(plain.id)[1]] == ["complete"]
 
 
 def test_retry_later_returns_job_to_pending_with_next_attempt_time(store: JobStore) -> None:

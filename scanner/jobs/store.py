@@ -293,12 +293,18 @@ class JobStore:
         outcome: str | None = None,
     ) -> bool:
         """End a job as ``status`` (terminal), closing its running attempt with ``outcome``
-        (by default the status)."""
+        (by default the status).
+
+        The attempt that ends a job as its status says is told by the job row itself (see
+        ``detail``): only an ending such as ``crashed`` needs a record of its own, which
+        spares every job an INSERT.
+        """
         assert status in TERMINAL
         values: dict[str, Any] = {"finished_at": utcnow(), "result": result, "error": error}
         if status is Status.COMPLETE:
             values["progress"] = 1.0
-        outcome = outcome or status.value
+        if outcome == status.value:
+            outcome = None
         return self._move(job_id, status, consumer=consumer, outcome=outcome, **values)
 
     def retry_later(
@@ -335,17 +341,21 @@ class JobStore:
 
     @staticmethod
     def _attempts(job: Job, rows: Sequence[sa.Row[Any]]) -> list[dict[str, Any]]:
+        """The recorded attempts, and the job's latest one as its row tells it: running, or
+        the one that ended the job (recorded only when it ended otherwise, as ``crashed``)."""
         attempts = [r._asdict() for r in rows]
-        if job.status is Status.RUNNING:
+        recorded = attempts[-1]["number"] if attempts else 0
+        if job.attempts > recorded and (job.status is Status.RUNNING or job.terminal):
+            ended = job.terminal
             attempts.append(
                 {
                     "job_id": job.id,
                     "number": job.attempts,
                     "consumer": job.consumer,
                     "started_at": job.started_at,
-                    "finished_at": None,
-                    "outcome": None,
-                    "error": None,
+                    "finished_at": job.finished_at if ended else None,
+                    "outcome": job.status.value if ended else None,
+                    "error": job.error if ended else None,
                 }
             )
         return attempts
