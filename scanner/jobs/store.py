@@ -126,7 +126,14 @@ _RECORD_ATTEMPT = job_attempts.insert().from_select(
 def _move_statement(
     target: Status, allowed: frozenset[Status], by_consumer: bool, columns: tuple[str, ...]
 ) -> sa.Update:
-    where = [jobs.c.id == sa.bindparam("job_id"), jobs.c.status.in_([s.value for s in allowed])]
+    # IN with one value would be rendered afresh at every execution (an "expanding" list).
+    status = jobs.c.status
+    where = [
+        jobs.c.id == sa.bindparam("job_id"),
+        status == next(iter(allowed)).value
+        if len(allowed) == 1
+        else status.in_([s.value for s in sorted(allowed)]),
+    ]
     if by_consumer:
         where.append(jobs.c.consumer == sa.bindparam("b_consumer"))
     return (
