@@ -2,7 +2,8 @@
 a consumer works, and listing the running jobs among 1,000,000.
 
 Servers run as the Procfile's web line runs them (gunicorn, 2 gthread workers of 8 threads,
-access log on); load comes from wrk (Debian's ``wrk`` package) with 16 connections.
+access log on; status reads also with 2 threads a worker); load comes from wrk (Debian's
+``wrk`` package) with 16 connections.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ OURS = "scanner.app:create_app()"
 BARE = "benchmarks.api:create_bare_app()"
 JOBS = "/api/v1/jobs"
 # The Procfile's web line, but for --bind.
-GUNICORN = ["--workers", "2", "--worker-class", "gthread", "--threads", "8"]
-GUNICORN += ["--access-logfile", "-"]
+GUNICORN = ["--workers", "2", "--worker-class", "gthread", "--access-logfile", "-"]
+THREADS = 8  # the Procfile's; status reads are also measured with FEW_THREADS
+FEW_THREADS = 2
 
 
 # The bare app: what a submit costs with nothing of ours in the way.
@@ -132,11 +134,12 @@ def cpu_seconds(pids: list[int]) -> list[float]:
 
 
 @contextlib.contextmanager
-def gunicorn(app: str, env: dict[str, str], ready: str) -> Iterator[Server]:
+def gunicorn(app: str, env: dict[str, str], ready: str, threads: int = THREADS) -> Iterator[Server]:
     """gunicorn serving ``app`` on a free port, once ``ready`` answers."""
     port = free_port()
     log = Path(env["SCANNER_DATA_DIR"]) / f"gunicorn-{port}.log"
-    args = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", *GUNICORN, app]
+    args = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", *GUNICORN]
+    args += ["--threads", str(threads), app]
     with log.open("ab") as out:
         proc = subprocess.Popen(args, cwd=REPO, env={**os.environ, **env}, stdout=out, stderr=out)
     server = Server(f"http://127.0.0.1:{port}", proc.pid)
@@ -272,15 +275,22 @@ def status_reads(count: int = 300) -> None:
                 running_before, done_before = counts()
                 busy = wrk(server, *reads)
                 running_after, done_after = counts()
+                with gunicorn(OURS, env, "/api/v1/health", threads=FEW_THREADS) as few:
+                    wrk(few, *reads, seconds=WARMUP)
+                    busy_few = wrk(few, *reads)
+                still_pending = counts()[1] < count
         services.engine.dispose()
     finished = done_after - done_before
-    assert done_after < count, "the consumer ran out of jobs before the reads ended"
+    assert still_pending, "the consumer ran out of jobs before the reads ended"
     report("GET /api/v1/jobs/{id}, no consumer", idle["rps"], "req/s")
     report("  latency p50", idle["p50"], "ms")
     report("  latency p99", idle["p99"], "ms", cpu_note(idle))
     report("GET /api/v1/jobs/{id}, consumer busy", busy["rps"], "req/s")
     report("  latency p50", busy["p50"], "ms")
     report("  latency p99", busy["p99"], "ms", f"(target < 20) {cpu_note(busy)}")
+    report(f"  the same, gthread workers of {FEW_THREADS} threads", busy_few["rps"], "req/s")
+    report("    latency p50", busy_few["p50"], "ms")
+    report("    latency p99", busy_few["p99"], "ms", f"(target < 20) {cpu_note(busy_few)}")
     report(
         "  consumer meanwhile: sleep jobs finished",
         finished,
