@@ -126,14 +126,13 @@ _RECORD_ATTEMPT = job_attempts.insert().from_select(
 def _move_statement(
     target: Status, allowed: frozenset[Status], by_consumer: bool, columns: tuple[str, ...]
 ) -> sa.Update:
-    # IN with one value would be rendered afresh at every execution (an "expanding" list).
-    status = jobs.c.status
-    where = [
-        jobs.c.id == sa.bindparam("job_id"),
-        status == next(iter(allowed)).value
-        if len(allowed) == 1
-        else status.in_([s.value for s in sorted(allowed)]),
-    ]
+    # One allowed state compares with =: SQLAlchemy renders an IN list afresh at every
+    # execution, and finish (from running only) runs once a job.
+    if len(allowed) == 1:
+        state = jobs.c.status == next(iter(allowed)).value
+    else:
+        state = jobs.c.status.in_(sorted(s.value for s in allowed))
+    where = [jobs.c.id == sa.bindparam("job_id"), state]
     if by_consumer:
         where.append(jobs.c.consumer == sa.bindparam("b_consumer"))
     return (
