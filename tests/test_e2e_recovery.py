@@ -28,6 +28,8 @@ def wait_running(client: FlaskClient, job_id: str, attempt: int = 1) -> dict[str
 
 
 def wait_done(client: FlaskClient, job_id: str, timeout: float = 30) -> dict[str, Any]:
+    """The finished job as ``GET /jobs/{id}`` shows it: these tests read its ``history``,
+    which the answer of ``/wait`` (conftest's ``wait_job``) leaves out."""
     return wait_until(
         lambda: (j := get_job(client, job_id))["status"] not in ("pending", "running") and j,
         timeout=timeout,

@@ -48,37 +48,34 @@ PLUGIN = {
             return [JobType("shout", shout, Payload)]
     """,
 }
-BROKEN = {
-    "setup.cfg": """
-        [metadata]
-        name = scanner-broken
-        version = 0.0.1
 
-        [options]
-        packages = find:
 
-        [options.entry_points]
-        scanner.plugins =
-            broken = scanner_broken.plugin
-    """,
-    "scanner_broken/__init__.py": "",
-    "scanner_broken/plugin.py": "import a_module_that_does_not_exist\n",
-}
-TAKER = {
-    "setup.cfg": """
-        [metadata]
-        name = scanner-taker
-        version = 0.0.1
+def minimal_plugin(name: str, entry: str, module: str) -> dict[str, str]:
+    """The files of a plugin distribution ``scanner-<name>`` with one entry point, ``entry``,
+    naming the module ``scanner_<name>.plugin`` whose text is ``module``."""
+    return {
+        "setup.cfg": f"""
+            [metadata]
+            name = scanner-{name}
+            version = 0.0.1
 
-        [options]
-        packages = find:
+            [options]
+            packages = find:
 
-        [options.entry_points]
-        scanner.plugins =
-            zz-taker = scanner_taker.plugin
-    """,
-    "scanner_taker/__init__.py": "",
-    "scanner_taker/plugin.py": """
+            [options.entry_points]
+            scanner.plugins =
+                {entry} = scanner_{name}.plugin
+        """,
+        f"scanner_{name}/__init__.py": "",
+        f"scanner_{name}/plugin.py": module,
+    }
+
+
+BROKEN = minimal_plugin("broken", "broken", "import a_module_that_does_not_exist\n")
+TAKER = minimal_plugin(
+    "taker",
+    "zz-taker",
+    """
         from scanner import JobType, hookimpl
 
 
@@ -86,7 +83,7 @@ TAKER = {
         def scanner_job_types():
             return [JobType("shout", lambda ctx, payload: None)]
     """,
-}
+)
 PYPROJECT = '[build-system]\nrequires = ["setuptools>=68", "wheel"]\n'
 BUILD = 'build-backend = "setuptools.build_meta"\n'
 

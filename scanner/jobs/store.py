@@ -256,8 +256,9 @@ class JobStore:
     ) -> bool:
         """Move a job to ``target`` if its state allows it; False when it did not.
 
-        ``consumer``: only if that consumer holds it. ``outcome``: also close the job's open
-        attempt with it, in the same transaction.
+        ``consumer``: only if that consumer holds it. ``outcome``: also record the attempt
+        that ends here with it, in the same transaction (an attempt the job row can tell,
+        see ``finish``, needs none).
         """
         allowed = frozenset(only_from) or sources(target)
         statement = _move_statement(target, allowed, consumer is not None, tuple(sorted(values)))
