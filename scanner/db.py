@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -55,13 +55,14 @@ def create_engine(url: str) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @sa.event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        # A write transaction takes the write lock up front: a deferred one that later tries to
-        # upgrade can fail at once with "database is locked", whatever the busy timeout says.
-        # Straight to the driver: this runs once per transaction, on the hot path of every job.
-        begin = "BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN"
-        conn.connection.driver_connection.execute(begin)  # type: ignore[union-attr]
+    def _do_begin(dbapi_conn: Any) -> None:
+        # Reads see one snapshot from BEGIN to the end; ``write`` has begun its own already.
+        if not dbapi_conn.in_transaction:
+            dbapi_conn.execute("BEGIN")
+
+    # The dialect's hook, not a "begin" event: any engine event makes SQLAlchemy dispatch
+    # every event of every statement, 15 % of a job's cost in the consumer (benchmarks.md).
+    engine.dialect.do_begin = _do_begin  # type: ignore[method-assign,assignment]
 
     return engine
 
@@ -83,12 +84,17 @@ os.register_at_fork(after_in_child=_new_locks_after_fork)
 @contextmanager
 def write(engine: Engine) -> Iterator[Connection]:
     """A short write transaction, committed on success and rolled back on error."""
-    with (
-        _write_locks.get(engine) or nullcontext(),
-        engine.connect().execution_options(write=True) as conn,
-        conn.begin(),
-    ):
-        yield conn
+    lock = _write_locks.get(engine)
+    if lock is None:  # not SQLite
+        with engine.begin() as conn:
+            yield conn
+        return
+    with lock, engine.connect() as conn:
+        # Take the write lock up front: a deferred transaction that later tries to upgrade
+        # can fail at once with "database is locked", whatever the busy timeout says.
+        conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+        with conn.begin():
+            yield conn
 
 
 Migration = Callable[[Connection], None]
