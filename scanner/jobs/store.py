@@ -6,7 +6,6 @@ processes racing (a cancel and a claim, two consumers taking one message) cannot
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from scanner.db import write
+from scanner.db import Prepared, write
 from scanner.errors import InvalidTransition, JobNotFound
 from scanner.jobs.states import TERMINAL, Status, sources
 from scanner.schema import UtcDateTime, consumers, job_attempts, jobs
@@ -57,8 +56,8 @@ class Job:
         return self.status in TERMINAL
 
     @classmethod
-    def from_row(cls, row: sa.Row[Any]) -> Job:
-        values = row._asdict()
+    def from_row(cls, row: sa.Row[Any] | dict[str, Any]) -> Job:
+        values = row if isinstance(row, dict) else row._asdict()
         values["status"] = Status(values["status"])
         return cls(**values)
 
@@ -73,8 +72,9 @@ class Consumer:
     last_seen: datetime
 
 
-# The statements of the hot path (submit, claim, finish, progress), built once: building a
-# statement costs more than running it (see docs/benchmarks.md).
+# The statements of the hot path (submit, claim, finish, progress, the status read), built
+# once and run as ``Prepared``: building a statement, and SQLAlchemy's execution of it, cost
+# more than running it (see docs/benchmarks.md).
 _INSERT = jobs.insert()
 _GET = jobs.select().where(jobs.c.id == sa.bindparam("job_id"))
 _HISTORY = (
@@ -122,16 +122,11 @@ _RECORD_ATTEMPT = job_attempts.insert().from_select(
 )
 
 
-@functools.cache
 def _move_statement(
     target: Status, allowed: frozenset[Status], by_consumer: bool, columns: tuple[str, ...]
 ) -> sa.Update:
-    # One allowed state compares with =: SQLAlchemy renders an IN list afresh at every
-    # execution, and finish (from running only) runs once a job.
-    if len(allowed) == 1:
-        state = jobs.c.status == next(iter(allowed)).value
-    else:
-        state = jobs.c.status.in_(sorted(s.value for s in allowed))
+    # Not IN (...): SQLAlchemy completes an IN list at run time, so it could not be prepared.
+    state = sa.or_(*(jobs.c.status == s.value for s in sorted(allowed)))
     where = [jobs.c.id == sa.bindparam("job_id"), state]
     if by_consumer:
         where.append(jobs.c.consumer == sa.bindparam("b_consumer"))
@@ -149,6 +144,13 @@ def _move_statement(
 class JobStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._insert = Prepared(engine.dialect, _INSERT)
+        self._get = Prepared(engine.dialect, _GET)
+        self._history = Prepared(engine.dialect, _HISTORY)
+        self._claim = Prepared(engine.dialect, _CLAIM)
+        self._progress = Prepared(engine.dialect, _PROGRESS)
+        self._record_attempt = Prepared(engine.dialect, _RECORD_ATTEMPT)
+        self._moves: dict[tuple[Any, ...], Prepared] = {}
 
     def create(
         self,
@@ -201,13 +203,13 @@ class JobStore:
                     )
                 )
                 unless([Job.from_row(row) for row in active])
-            conn.execute(_INSERT, values)
+            self._insert.rowcount(conn, values)
         values["status"] = Status.PENDING
         return Job(**values)
 
     def get(self, job_id: str) -> Job:
         with self.engine.connect() as conn:
-            row = conn.execute(_GET, {"job_id": job_id}).first()
+            row = self._get.first(conn, {"job_id": job_id})
         if row is None:
             raise JobNotFound(f"no job has the id {job_id!r}")
         return Job.from_row(row)
@@ -261,15 +263,18 @@ class JobStore:
         see ``finish``, needs none).
         """
         allowed = frozenset(only_from) or sources(target)
-        statement = _move_statement(target, allowed, consumer is not None, tuple(sorted(values)))
+        key = (target, allowed, consumer is not None, tuple(sorted(values)))
+        statement = self._moves.get(key)
+        if statement is None:
+            statement = self._moves[key] = Prepared(self.engine.dialect, _move_statement(*key))
         now = utcnow()
         params = {"job_id": job_id, "now": now, "b_consumer": consumer}
         params.update((f"v_{c}", v) for c, v in values.items())
         with write(self.engine) as conn:
-            moved = conn.execute(statement, params).rowcount
+            moved = statement.rowcount(conn, params)
             if moved and outcome:
-                conn.execute(
-                    _RECORD_ATTEMPT,
+                self._record_attempt.rowcount(
+                    conn,
                     {
                         "job_id": job_id,
                         "now": now,
@@ -286,7 +291,7 @@ class JobStore:
         """
         params = {"job_id": job_id, "now": utcnow(), "b_consumer": consumer}
         with write(self.engine) as conn:
-            row = conn.execute(_CLAIM, params).first()
+            row = self._claim.first(conn, params)
         return None if row is None else Job.from_row(row)
 
     def finish(
@@ -339,18 +344,17 @@ class JobStore:
         """A job and every attempt at it, oldest first (the one running has no outcome yet),
         read in one go."""
         with self.engine.connect() as conn:
-            row = conn.execute(_GET, {"job_id": job_id}).first()
+            row = self._get.first(conn, {"job_id": job_id})
             if row is None:
                 raise JobNotFound(f"no job has the id {job_id!r}")
-            rows = conn.execute(_HISTORY, {"job_id": job_id}).all()
+            rows = self._history.all(conn, {"job_id": job_id})
         job = Job.from_row(row)
         return job, self._attempts(job, rows)
 
     @staticmethod
-    def _attempts(job: Job, rows: Sequence[sa.Row[Any]]) -> list[dict[str, Any]]:
+    def _attempts(job: Job, attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The recorded attempts, and the job's latest one as its row tells it: running, or
         the one that ended the job (recorded only when it ended otherwise, as ``crashed``)."""
-        attempts = [r._asdict() for r in rows]
         recorded = attempts[-1]["number"] if attempts else 0
         if job.attempts > recorded and (job.status is Status.RUNNING or job.terminal):
             ended = job.terminal
@@ -437,8 +441,8 @@ class JobStore:
         """
         params = {"job_id": job_id, "b_consumer": consumer, "b_progress": progress, "now": utcnow()}
         with write(self.engine) as conn:
-            row = conn.execute(_PROGRESS, params).first()
-        return row is None or row.cancel_requested_at is not None
+            row = self._progress.first(conn, params)
+        return row is None or row["cancel_requested_at"] is not None
 
     # Consumer heartbeats: how the web process knows a consumer is alive and what it runs.
 
