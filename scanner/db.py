@@ -135,10 +135,16 @@ class Prepared:
         if not conn.in_transaction():
             conn.begin()  # the transaction SQLAlchemy would have begun
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        if self._order is None:
+        if self._order is not None:
+            values = [values[name] for name in self._order]
+        try:
             cursor.execute(self._compiled.string, values)
-        else:
-            cursor.execute(self._compiled.string, [values[name] for name in self._order])
+        except self._dialect.loaded_dbapi.Error as exc:
+            # Raised as SQLAlchemy raises it (IntegrityError, OperationalError...).
+            cursor.close()
+            raise sa.exc.DBAPIError.instance(
+                self._compiled.string, values, exc, self._dialect.loaded_dbapi.Error
+            ) from exc
         return cursor
 
     def all(self, conn: Connection, params: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -103,3 +103,13 @@ def test_prepared_reads_many_rows_in_order(engine: Engine) -> None:
 def test_a_statement_sqlalchemy_completes_at_run_time_is_refused(engine: Engine) -> None:
     with pytest.raises(ValueError, match="completes this statement at run time"):
         Prepared(engine.dialect, jobs.select().where(jobs.c.status.in_(["a", "b"])))
+
+
+def test_errors_are_raised_as_sqlalchemy_raises_them(engine: Engine) -> None:
+    insert = Prepared(engine.dialect, jobs.insert())
+    with write(engine) as conn:
+        insert.rowcount(conn, a_job())
+    with pytest.raises(sa.exc.IntegrityError), write(engine) as conn:
+        insert.rowcount(conn, a_job())  # the same id again
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(jobs)).scalar() == 1
