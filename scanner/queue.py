@@ -42,7 +42,8 @@ class QueueStorage(SqliteStorage):  # type: ignore[misc]
 
 
 class JobHuey(Huey):  # type: ignore[misc]
-    """Huey without revocation, that tells when its consumer is stopping.
+    """Huey without revocation, that tells when its consumer is stopping, and settles a
+    runner's held endings (``Runner.settle``) whenever a worker is about to wait for work.
 
     A job is cancelled in the job store, never in Huey.
     Huey checks every message against its revocation keys before running it and deletes the
@@ -52,6 +53,20 @@ class JobHuey(Huey):  # type: ignore[misc]
     """
 
     stop_flag: Any = None
+    settle: Callable[[], None] = staticmethod(lambda: None)
+
+    def dequeue(self) -> Any:
+        if self.storage.blocking:  # Redis and PostgreSQL may wait up to a second for a message
+            self.settle()
+        task = super().dequeue()
+        if task is None:
+            self.settle()
+        return task
+
+    def notify_interrupted_tasks(self) -> None:
+        # The consumer's last call on its way out, after SIGINT, SIGTERM or SIGHUP alike.
+        super().notify_interrupted_tasks()
+        self.settle()
 
     def create_consumer(self, **options: Any) -> Any:
         consumer = super().create_consumer(**options)

@@ -66,8 +66,9 @@ def create_consumer(settings: Settings | None = None, plugins: Plugins | None = 
     huey = services.queue.huey
     # A handler that checks (ctx.check, ctx.progress) sees the consumer stopping and hands
     # its job back to the queue.
-    runner = Runner(services, consumer_id, huey.stopping)
+    runner = Runner(services, consumer_id, huey.stopping, hold_endings=True)
     services.queue.execute = runner.run
+    huey.settle = runner.settle
     housekeeping = Housekeeping(Housekeeper(services), services.settings.heartbeat_seconds)
 
     @huey.on_startup()
@@ -75,6 +76,10 @@ def create_consumer(settings: Settings | None = None, plugins: Plugins | None = 
         # Forked workers must not reuse connections opened in the parent process.
         services.engine.dispose(close=False)
         housekeeping.ensure_running()
+
+    @huey.on_shutdown()
+    def _worker_stopped() -> None:
+        runner.settle()  # a forked worker's endings live in its own process
 
     @huey.signal(SIGNAL_INTERRUPTED)
     def _interrupted(signal: str, task: Task) -> None:

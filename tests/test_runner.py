@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from huey.exceptions import TaskTimeout
 from marshmallow import Schema, fields, validate
 
@@ -151,3 +153,86 @@ def test_attempts_cut_short_by_a_shutdown_do_not_use_up_retries(services: Servic
     assert services.store.get(job.id).status is Status.FAILED
     outcomes = [a["outcome"] for a in services.store.detail(job.id)[1]]
     assert outcomes == ["shutdown", "failed", "failed"]
+
+
+# A consumer's runner holds each ending for the transaction of its worker's next claim.
+
+
+def holding(services: Services, stopping: bool = False) -> Runner:
+    return Runner(services, lambda: "test:1", lambda: stopping, hold_endings=True)
+
+
+def status(services: Services, job_id: str) -> Status:
+    return services.store.get(job_id).status
+
+
+def test_a_held_ending_is_written_with_the_workers_next_claim(services: Services) -> None:
+    first, second = (services.jobs.submit("list", {}).id for _ in range(2))
+    runner = holding(services)
+    runner.run(first)
+    assert status(services, first) is Status.RUNNING  # its ending is held
+    runner.run(second)
+    assert status(services, first) is Status.FAILED  # "list" returns a list: a failure
+    assert (
+        services.store.get(first).error
+        == "TypeError: handler returned list, expected a dict or None"
+    )
+    assert status(services, second) is Status.RUNNING
+    runner.settle()
+    assert status(services, second) is Status.FAILED
+
+
+def test_a_held_ending_is_written_even_if_the_next_job_is_not_pending(services: Services) -> None:
+    done = services.jobs.submit("follow", {}).id
+    gone = services.jobs.submit("list", {}).id
+    services.store.cancel(gone)
+    runner = holding(services)
+    runner.run(done)
+    runner.run(gone)
+    assert status(services, done) is Status.COMPLETE
+    assert status(services, gone) is Status.CANCELLED
+
+
+def test_settle_writes_what_every_worker_holds(services: Services) -> None:
+    ids = [services.jobs.submit("follow", {}).id for _ in range(3)]
+    runner = holding(services)
+    ran, settled = threading.Barrier(len(ids) + 1), threading.Event()
+
+    def worker(job_id: str) -> None:
+        runner.run(job_id)
+        ran.wait()
+        settled.wait()  # alive until then: a new thread may reuse an ended one's id
+
+    workers = [threading.Thread(target=worker, args=(job_id,)) for job_id in ids]
+    for thread in workers:
+        thread.start()
+    ran.wait()
+    assert {status(services, job_id) for job_id in ids} == {Status.RUNNING}
+    runner.settle()
+    settled.set()
+    for thread in workers:
+        thread.join()
+    assert {status(services, job_id) for job_id in ids} == {Status.COMPLETE}
+
+
+def test_a_stopping_consumer_writes_endings_at_once(services: Services) -> None:
+    job = services.jobs.submit("list", {}).id
+    holding(services, stopping=True).run(job)
+    assert status(services, job) is Status.FAILED
+
+
+def test_an_ending_the_database_refused_is_held_for_the_next_try(services: Services) -> None:
+    first, second = (services.jobs.submit("follow", {}).id for _ in range(2))
+    runner = holding(services)
+    runner.run(first)
+    refuse = f"""CREATE TRIGGER refuse BEFORE UPDATE ON jobs WHEN OLD.id = '{first}'
+                 BEGIN SELECT RAISE(ABORT, 'the disk is full'); END"""
+    with services.engine.begin() as conn:
+        conn.exec_driver_sql(refuse)
+    with pytest.raises(sa.exc.IntegrityError, match="the disk is full"):
+        runner.run(second)
+    assert status(services, second) is Status.PENDING  # the claim went with the ending
+    with services.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER refuse")
+    runner.settle()
+    assert status(services, first) is Status.COMPLETE

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from scanner.db import Prepared, write
 from scanner.errors import InvalidTransition, JobNotFound
@@ -60,6 +60,18 @@ class Job:
         values = row if isinstance(row, dict) else row._asdict()
         values["status"] = Status(values["status"])
         return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How a job ended, as ``finish`` writes it: held by a runner to ride in the transaction
+    of its next claim (see ``JobStore.claim``)."""
+
+    job_id: str
+    status: Status
+    consumer: str | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +274,29 @@ class JobStore:
         that ends here with it, in the same transaction (an attempt the job row can tell,
         see ``finish``, needs none).
         """
+        with write(self.engine) as conn:
+            return self._move_in(
+                conn,
+                job_id,
+                target,
+                only_from=only_from,
+                consumer=consumer,
+                outcome=outcome,
+                **values,
+            )
+
+    def _move_in(
+        self,
+        conn: Connection,
+        job_id: str,
+        target: Status,
+        *,
+        only_from: Iterable[Status] = (),
+        consumer: str | None = None,
+        outcome: str | None = None,
+        **values: Any,
+    ) -> bool:
+        """``_move`` in the transaction of ``conn``."""
         allowed = frozenset(only_from) or sources(target)
         key = (target, allowed, consumer is not None, tuple(sorted(values)))
         statement = self._moves.get(key)
@@ -270,27 +305,25 @@ class JobStore:
         now = utcnow()
         params = {"job_id": job_id, "now": now, "b_consumer": consumer}
         params.update((f"v_{c}", v) for c, v in values.items())
-        with write(self.engine) as conn:
-            moved = statement.rowcount(conn, params)
-            if moved and outcome:
-                self._record_attempt.rowcount(
-                    conn,
-                    {
-                        "job_id": job_id,
-                        "now": now,
-                        "outcome": outcome,
-                        "error": values.get("error"),
-                    },
-                )
+        moved = statement.rowcount(conn, params)
+        if moved and outcome:
+            self._record_attempt.rowcount(
+                conn,
+                {"job_id": job_id, "now": now, "outcome": outcome, "error": values.get("error")},
+            )
         return moved == 1
 
-    def claim(self, job_id: str, consumer: str) -> Job | None:
+    def claim(self, job_id: str, consumer: str, *, after: Ending | None = None) -> Job | None:
         """Take a pending job to run it; None if it is not pending (cancelled, taken, gone).
 
         One statement: the attempt it starts is recorded when it ends (see ``_move``).
+        ``after``: the ending of the consumer's previous job, written first in the same
+        transaction (whatever becomes of the claim): one commit for both.
         """
         params = {"job_id": job_id, "now": utcnow(), "b_consumer": consumer}
         with write(self.engine) as conn:
+            if after is not None:
+                self._end(conn, after)
             row = self._claim.first(conn, params)
         return None if row is None else Job.from_row(row)
 
@@ -311,13 +344,24 @@ class JobStore:
         ``detail``): only an ending such as ``crashed`` needs a record of its own, which
         spares every job an INSERT.
         """
+        with write(self.engine) as conn:
+            return self._end(conn, Ending(job_id, status, consumer, result, error), outcome)
+
+    def _end(self, conn: Connection, ending: Ending, outcome: str | None = None) -> bool:
+        status = ending.status
         assert status in TERMINAL
-        values: dict[str, Any] = {"finished_at": utcnow(), "result": result, "error": error}
+        values: dict[str, Any] = {
+            "finished_at": utcnow(),
+            "result": ending.result,
+            "error": ending.error,
+        }
         if status is Status.COMPLETE:
             values["progress"] = 1.0
         if outcome == status.value:
             outcome = None
-        return self._move(job_id, status, consumer=consumer, outcome=outcome, **values)
+        return self._move_in(
+            conn, ending.job_id, status, consumer=ending.consumer, outcome=outcome, **values
+        )
 
     def retry_later(
         self, job_id: str, error: str, delay: float, consumer: str | None = None
