@@ -258,32 +258,10 @@ class JobStore:
         with write(self.engine) as conn:
             conn.execute(jobs.delete().where(jobs.c.id == job_id))
 
-    def _move(
-        self,
-        job_id: str,
-        target: Status,
-        *,
-        only_from: Iterable[Status] = (),
-        consumer: str | None = None,
-        outcome: str | None = None,
-        **values: Any,
-    ) -> bool:
-        """Move a job to ``target`` if its state allows it; False when it did not.
-
-        ``consumer``: only if that consumer holds it. ``outcome``: also record the attempt
-        that ends here with it, in the same transaction (an attempt the job row can tell,
-        see ``finish``, needs none).
-        """
+    def _move(self, job_id: str, target: Status, **options: Any) -> bool:
+        """``_move_in`` in a write transaction of its own."""
         with write(self.engine) as conn:
-            return self._move_in(
-                conn,
-                job_id,
-                target,
-                only_from=only_from,
-                consumer=consumer,
-                outcome=outcome,
-                **values,
-            )
+            return self._move_in(conn, job_id, target, **options)
 
     def _move_in(
         self,
@@ -296,7 +274,12 @@ class JobStore:
         outcome: str | None = None,
         **values: Any,
     ) -> bool:
-        """``_move`` in the transaction of ``conn``."""
+        """Move a job to ``target`` if its state allows it, in the transaction of ``conn``;
+        False when it did not.
+
+        ``consumer``: only if that consumer holds it. ``outcome``: also record the attempt
+        that ends here with it (an attempt the job row can tell, see ``finish``, needs none).
+        """
         allowed = frozenset(only_from) or sources(target)
         key = (target, allowed, consumer is not None, tuple(sorted(values)))
         statement = self._moves.get(key)
