@@ -9,6 +9,8 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
+from scanner.jobs.states import Status
+from scanner.schema import job_attempts
 from scanner.services import Services
 
 from conftest import ConsumerProcess, get_job, submit_job, wait_until
@@ -170,3 +172,25 @@ def test_a_second_scan_of_an_overlapping_tree_is_refused_naming_the_first(
         client.post("/api/v1/videos/scan", json={"path": str(tmp_path / "media")}).status_code
         == 202
     )
+
+
+def test_a_consumer_stopped_mid_stream_leaves_no_finished_job_running(
+    services: Services, start_consumer: Callable[..., ConsumerProcess]
+) -> None:
+    """A consumer holds each ending for its worker's next claim; a graceful stop in the middle
+    of a stream of short jobs writes them all, so none is left running or later recovered."""
+    ids = [services.jobs.submit("noop", {}).id for _ in range(3000)]
+
+    def count(status: Status) -> int:
+        return services.store.list_jobs(status=[status], limit=1)[1]
+
+    consumer = start_consumer()
+    wait_until(lambda: count(Status.COMPLETE) >= 300, what="300 jobs to complete")
+    assert consumer.stop(signal.SIGINT) == 0
+    assert count(Status.RUNNING) == 0
+    assert count(Status.PENDING) > 0, "the consumer finished every job before it was stopped"
+    start_consumer()
+    wait_until(lambda: count(Status.COMPLETE) == len(ids), what="every job to complete")
+    with services.engine.connect() as conn:
+        crashed = job_attempts.select().where(job_attempts.c.outcome == "crashed")
+        assert conn.execute(crashed).all() == []
