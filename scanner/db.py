@@ -128,12 +128,12 @@ class Prepared:
         self._result: list[tuple[int, Callable[[Any], Any]]] | None = None  # from the first rows
 
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> Any:
-        """Run on ``conn``'s driver connection, in its transaction; returns the driver's cursor."""
+        """Run on ``conn``'s driver connection, returning the driver's cursor: in the
+        transaction ``write`` began, or for a read alone (a statement is its own snapshot),
+        with no BEGIN and ROLLBACK around it."""
         values: Any = self._compiled.construct_params(params)  # a new dict, all binds
         for name, proc in self._bind.items():
             values[name] = proc(values[name])
-        if not conn.in_transaction():
-            conn.begin()  # the transaction SQLAlchemy would have begun
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         if self._order is not None:
             values = [values[name] for name in self._order]

@@ -89,9 +89,13 @@ class Consumer:
 # more than running it (see docs/benchmarks.md).
 _INSERT = jobs.insert()
 _GET = jobs.select().where(jobs.c.id == sa.bindparam("job_id"))
-_HISTORY = (
-    job_attempts.select()
-    .where(job_attempts.c.job_id == sa.bindparam("job_id"))
+# A job and its recorded attempts in one statement, so a status read needs no transaction:
+# one row per attempt (or one with no attempt), its columns labelled ``attempt_*``.
+_ATTEMPT = "attempt_"
+_DETAIL = (
+    sa.select(jobs, *(c.label(_ATTEMPT + c.key) for c in job_attempts.c))
+    .select_from(jobs.outerjoin(job_attempts, job_attempts.c.job_id == jobs.c.id))
+    .where(jobs.c.id == sa.bindparam("job_id"))
     .order_by(job_attempts.c.number)
 )
 _CLAIM = (
@@ -158,7 +162,7 @@ class JobStore:
         self.engine = engine
         self._insert = Prepared(engine.dialect, _INSERT)
         self._get = Prepared(engine.dialect, _GET)
-        self._history = Prepared(engine.dialect, _HISTORY)
+        self._detail = Prepared(engine.dialect, _DETAIL)
         self._claim = Prepared(engine.dialect, _CLAIM)
         self._progress = Prepared(engine.dialect, _PROGRESS)
         self._record_attempt = Prepared(engine.dialect, _RECORD_ATTEMPT)
@@ -371,12 +375,16 @@ class JobStore:
         """A job and every attempt at it, oldest first (the one running has no outcome yet),
         read in one go."""
         with self.engine.connect() as conn:
-            row = self._get.first(conn, {"job_id": job_id})
-            if row is None:
-                raise JobNotFound(f"no job has the id {job_id!r}")
-            rows = self._history.all(conn, {"job_id": job_id})
-        job = Job.from_row(row)
-        return job, self._attempts(job, rows)
+            rows = self._detail.all(conn, {"job_id": job_id})
+        if not rows:
+            raise JobNotFound(f"no job has the id {job_id!r}")
+        job = Job.from_row({c.key: rows[0][c.key] for c in jobs.c})
+        recorded = [
+            {c.key: row[_ATTEMPT + c.key] for c in job_attempts.c}
+            for row in rows
+            if row[_ATTEMPT + "number"] is not None
+        ]
+        return job, self._attempts(job, recorded)
 
     @staticmethod
     def _attempts(job: Job, attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
