@@ -98,8 +98,19 @@ def create_consumer(settings: Settings | None = None, plugins: Plugins | None = 
 _huey: Huey | None = None
 
 
+class _NoTaskLines(logging.Filter):
+    """Drops Huey's two lines a task: they name Huey's message id, which nothing else knows.
+    The runner writes one line a job instead, with the job's id, type, ending and time."""
+
+    HUEY_TASK_LINES = frozenset({"Executing %s", "%s executed in %0.3fs"})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg not in self.HUEY_TASK_LINES
+
+
 def _log_to_stderr() -> None:
     # huey_consumer configures the "huey" logger only; scanner's own lines go out beside it.
+    logging.getLogger("huey").addFilter(_NoTaskLines())
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s:%(name)s:%(message)s"))
     root = logging.getLogger("scanner")

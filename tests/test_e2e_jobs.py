@@ -20,6 +20,16 @@ def test_a_job_runs_to_complete(client: FlaskClient, consumer: ConsumerProcess) 
     assert job["consumer"].split(":")[1] == str(consumer.pid)
 
 
+def test_the_consumer_logs_one_line_a_job_naming_it(
+    client: FlaskClient, consumer: ConsumerProcess
+) -> None:
+    job_id = submit_job(client, "echo", {"text": "hello"})
+    wait_job(client, job_id)
+    line = f"INFO:scanner.jobs.runner:job {job_id} (echo) complete in "
+    wait_until(lambda: line in consumer.log(), what="the job's line in the consumer's log")
+    assert "executed in" not in consumer.log()  # Huey's own lines name its message id
+
+
 def test_a_failing_job_records_its_error(client: FlaskClient, consumer: ConsumerProcess) -> None:
     job = wait_job(client, submit_job(client, "fail", {"message": "disk on fire"}, retries=0))
     assert job["status"] == "failed"

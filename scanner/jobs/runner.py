@@ -15,7 +15,7 @@ from marshmallow import ValidationError
 from scanner.errors import JobCancelled, JobShutdown, JobTimedOut
 from scanner.jobs.context import JobContext
 from scanner.jobs.states import Status
-from scanner.jobs.store import Ending, Job
+from scanner.jobs.store import Ending, Job, utcnow
 from scanner.jobs.types import JobType
 
 if TYPE_CHECKING:
@@ -109,6 +109,10 @@ class Runner:
         """End ``job``: held for the next claim, or written now (always when the consumer is
         stopping: nothing may come along to settle it)."""
         ending = Ending(job.id, status, job.consumer, result, error)
+        took = (utcnow() - job.started_at).total_seconds() if job.started_at else 0.0
+        log.info(
+            "job %s (%s) %s in %.3fs, attempt %d", job.id, job.type, status, took, job.attempts
+        )
         if self.hold_endings and not self.stopping():
             self._unsettled[threading.get_ident()] = ending
         else:
