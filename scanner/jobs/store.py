@@ -90,10 +90,12 @@ class Consumer:
 _INSERT = jobs.insert()
 _GET = jobs.select().where(jobs.c.id == sa.bindparam("job_id"))
 # A job and its recorded attempts in one statement, so a status read needs no transaction:
-# one row per attempt (or one with no attempt), its columns labelled ``attempt_*``.
-_ATTEMPT = "attempt_"
+# one row per attempt (or one with no attempt). The attempt's columns are labelled apart
+# from the job's, which share some of their names (consumer, started_at, error...).
+_JOB_COLUMNS = tuple(c.key for c in jobs.c)
+_ATTEMPT_COLUMNS = {f"attempt_{c.key}": c.key for c in job_attempts.c}
 _DETAIL = (
-    sa.select(jobs, *(c.label(_ATTEMPT + c.key) for c in job_attempts.c))
+    sa.select(jobs, *(job_attempts.c[key].label(label) for label, key in _ATTEMPT_COLUMNS.items()))
     .select_from(jobs.outerjoin(job_attempts, job_attempts.c.job_id == jobs.c.id))
     .where(jobs.c.id == sa.bindparam("job_id"))
     .order_by(job_attempts.c.number)
@@ -378,11 +380,11 @@ class JobStore:
             rows = self._detail.all(conn, {"job_id": job_id})
         if not rows:
             raise JobNotFound(f"no job has the id {job_id!r}")
-        job = Job.from_row({c.key: rows[0][c.key] for c in jobs.c})
+        job = Job.from_row({key: rows[0][key] for key in _JOB_COLUMNS})
         recorded = [
-            {c.key: row[_ATTEMPT + c.key] for c in job_attempts.c}
+            {key: row[label] for label, key in _ATTEMPT_COLUMNS.items()}
             for row in rows
-            if row[_ATTEMPT + "number"] is not None
+            if row["attempt_number"] is not None
         ]
         return job, self._attempts(job, recorded)
 
