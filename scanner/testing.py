@@ -7,8 +7,9 @@ scanner is installed (the ``pytest11`` entry point).
 - ``scanner_run_job(type, payload)``: submit a job and run it here, now, through the real
   runner and store; returns the finished ``Job`` (``run_job(services, ...)`` does the same
   with services of a test's own making);
-- ``scanner_start_consumer(workers=4)``: start a real ``huey_consumer`` process on the same
-  data directory (stopped after the test).
+- ``scanner_start_consumer(workers=4, options=())``: start a real ``huey_consumer`` process
+  on the same data directory, with more consumer ``options`` if given (stopped after the
+  test).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +52,20 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
 class ConsumerProcess:
     """A real ``huey_consumer`` process on a test's data directory."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 4) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, workers: int = 4, options: Sequence[str] = ()
+    ) -> None:
         self.env = env
         self.log_path = log_path
         self.workers = workers
+        self.options = options  # more huey_consumer options, such as -v
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ConsumerProcess:
         args = [str(BIN / "huey_consumer"), "scanner.worker.huey", "-w", str(self.workers)]
         # Poll the queue often so tests do not wait on an idle consumer's back-off.
         args += ["-k", "thread", "-d", "0.01", "-m", "0.05", "-b", "1.05", "-s", "1"]
+        args += self.options
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 args, env={**os.environ, **self.env}, stdout=log, stderr=log
@@ -140,9 +145,9 @@ def scanner_start_consumer(
 ) -> Iterator[Callable[..., ConsumerProcess]]:
     started: list[ConsumerProcess] = []
 
-    def start(workers: int = 4) -> ConsumerProcess:
+    def start(workers: int = 4, options: Sequence[str] = ()) -> ConsumerProcess:
         log = tmp_path / f"consumer-{len(started)}.log"
-        consumer = ConsumerProcess(scanner_env, log, workers)
+        consumer = ConsumerProcess(scanner_env, log, workers, options)
         started.append(consumer)
         return consumer.start()
 

@@ -75,6 +75,7 @@ def create_consumer(settings: Settings | None = None, plugins: Plugins | None = 
     def _worker_started() -> None:
         # Forked workers must not reuse connections opened in the parent process.
         services.engine.dispose(close=False)
+        _skip_huey_task_lines()  # here: huey_consumer sets its logger up after loading us
         housekeeping.ensure_running()
 
     @huey.on_shutdown()
@@ -98,19 +99,21 @@ def create_consumer(settings: Settings | None = None, plugins: Plugins | None = 
 _huey: Huey | None = None
 
 
-class _NoTaskLines(logging.Filter):
-    """Drops Huey's two lines a task: they name Huey's message id, which nothing else knows.
-    The runner writes one line a job instead, with the job's id, type, ending and time."""
-
-    HUEY_TASK_LINES = frozenset({"Executing %s", "%s executed in %0.3fs"})
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg not in self.HUEY_TASK_LINES
+def _skip_huey_task_lines() -> None:
+    """Huey logs two INFO lines a task under the "huey" logger ("Executing <message id>",
+    "<message id> executed in"); they name Huey's message id, which nothing else knows, and
+    the runner logs one line a job instead. Raising "huey" to WARNING skips making those
+    records at all: a filter dropped them only after Huey had built them, 9% of a no-op job's
+    CPU (docs/benchmarks.md). The consumer's own lines ("huey.consumer") keep INFO;
+    under ``-v`` (DEBUG) every line stays."""
+    huey_log = logging.getLogger("huey")
+    if huey_log.level == logging.INFO:
+        logging.getLogger("huey.consumer").setLevel(logging.INFO)
+        huey_log.setLevel(logging.WARNING)
 
 
 def _log_to_stderr() -> None:
     # huey_consumer configures the "huey" logger only; scanner's own lines go out beside it.
-    logging.getLogger("huey").addFilter(_NoTaskLines())
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s:%(name)s:%(message)s"))
     root = logging.getLogger("scanner")

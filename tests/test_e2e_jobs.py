@@ -27,7 +27,21 @@ def test_the_consumer_logs_one_line_a_job_naming_it(
     wait_job(client, job_id)
     line = f"INFO:scanner.jobs.runner:job {job_id} (echo) complete in "
     wait_until(lambda: line in consumer.log(), what="the job's line in the consumer's log")
-    assert "executed in" not in consumer.log()  # Huey's own lines name its message id
+    consumer.stop()
+    log = consumer.log()
+    # Huey's own lines name its message id, which nothing else knows.
+    assert "Executing" not in log and "executed in" not in log
+    assert "INFO:huey.consumer:MainThread:All workers have stopped." in log  # its others stay
+
+
+def test_a_verbose_consumer_keeps_huey_s_own_task_lines(
+    client: FlaskClient, start_consumer: Callable[..., ConsumerProcess]
+) -> None:
+    consumer = start_consumer(options=["-v"])
+    job_id = submit_job(client, "echo", {"text": "hello"})
+    wait_job(client, job_id)
+    wait_until(lambda: "executed in" in consumer.log(), what="Huey's line for the task")
+    assert f"job {job_id} (echo) complete in " in consumer.log()
 
 
 def test_a_failing_job_records_its_error(client: FlaskClient, consumer: ConsumerProcess) -> None:
