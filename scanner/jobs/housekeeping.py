@@ -35,7 +35,7 @@ STRANDED_INTERVALS = 6
 PURGE_EVERY = 600.0  # seconds between retention sweeps
 
 
-_token: tuple[int, str] = (0, "")
+_me: tuple[int, str] = (0, "")  # (pid, its id)
 
 
 def consumer_id() -> str:
@@ -44,10 +44,13 @@ def consumer_id() -> str:
     The random token tells apart two processes that get the same pid (a restarted container
     usually does), so a new consumer never mistakes a dead one's job for its own.
     """
-    global _token
-    if _token[0] != os.getpid():  # a new process, or a forked worker
-        _token = (os.getpid(), uuid.uuid4().hex[:8])
-    return f"{socket.gethostname()}:{_token[0]}:{_token[1]}"
+    global _me
+    pid = os.getpid()
+    if _me[0] != pid:  # a new process, or a forked worker
+        # Made once a process: every job the consumer runs asks for it, and a consumer must
+        # keep one name for life, even if the host is renamed meanwhile.
+        _me = (pid, f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:8]}")
+    return _me[1]
 
 
 def _process_gone(consumer: str) -> bool:
