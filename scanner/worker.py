@@ -102,10 +102,10 @@ _huey: Huey | None = None
 def _skip_huey_task_lines() -> None:
     """Huey logs two INFO lines a task under the "huey" logger ("Executing <message id>",
     "<message id> executed in", and a line when it schedules a retry); they name Huey's
-    message id, which nothing else knows, and the runner logs one line a job instead. Raising "huey" to WARNING skips making those
-    records at all: a filter dropped them only after Huey had built them, 9% of a no-op job's
-    CPU (docs/benchmarks.md). The consumer's own lines ("huey.consumer") keep INFO;
-    under ``-v`` (DEBUG) every line stays."""
+    message id, which nothing else knows, and the runner logs one line a job instead.
+    Raising "huey" to WARNING skips making those records at all: a filter dropped them only
+    after Huey had built them, 9% of a no-op job's CPU (docs/benchmarks.md). The consumer's
+    own lines ("huey.consumer") keep INFO; under ``-v`` (DEBUG) every line stays."""
     huey_log = logging.getLogger("huey")
     if huey_log.level == logging.INFO:
         logging.getLogger("huey.consumer").setLevel(logging.INFO)
