@@ -194,16 +194,26 @@ def _v2_attempt_history(conn: Connection) -> None:
         sa.Column("error", sa.Text),
     )
     m.create_all(conn)
-    # Finished jobs get their last attempt on record. (A running job's attempt is recorded
-    # when it ends, like any attempt.)
+    # Jobs already run before the upgrade get their latest attempt on record.
     conn.execute(
         sa.text(
             "INSERT INTO job_attempts (job_id, number, consumer, started_at, finished_at,"
             " outcome, error) SELECT id, attempts, COALESCE(consumer, 'unknown'), started_at,"
-            " finished_at, status, error FROM jobs WHERE attempts > 0 AND started_at IS NOT NULL"
-            " AND status IN ('complete', 'failed', 'timeout', 'cancelled')"
+            " finished_at, CASE WHEN status IN ('complete', 'failed', 'timeout', 'cancelled')"
+            " THEN status END, error FROM jobs WHERE attempts > 0 AND started_at IS NOT NULL"
         )
     )
 
 
-MIGRATIONS = [_v1_initial, _v2_attempt_history]
+def _v3_no_open_attempts(conn: Connection) -> None:
+    """Attempts still open are dropped: a job's running attempt is read off its row.
+
+    Code before this version wrote an attempt's row when it claimed the job and filled it in
+    when the attempt ended. Today's writes a row only when an attempt ends, and only if the
+    job row cannot tell it (a crash, a shutdown, a failure retried). A row left open the old
+    way would collide with that one, or stay open under a finished job.
+    """
+    conn.execute(sa.text("DELETE FROM job_attempts WHERE finished_at IS NULL"))
+
+
+MIGRATIONS = [_v1_initial, _v2_attempt_history, _v3_no_open_attempts]

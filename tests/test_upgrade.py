@@ -11,6 +11,7 @@ from scanner.app import create_app
 from scanner.config import Settings
 from scanner.db import create_engine, migrate, schema_version
 from scanner.schema import MIGRATIONS
+from scanner.services import build_services
 
 V1_JOB = (
     "INSERT INTO jobs (id, type, status, payload, progress, result, error, attempts, retries,"
@@ -81,3 +82,36 @@ def test_a_version_1_data_directory_is_migrated_in_place(tmp_path: Path) -> None
     with engine.connect() as conn:
         tables = set(sa.inspect(conn).get_table_names())
     assert "job_attempts" in tables
+
+
+def test_an_attempt_left_open_by_version_2_code_can_end(tmp_path: Path) -> None:
+    """Code at schema version 2 wrote an attempt's row when it claimed the job; today's writes
+    it when the attempt ends otherwise than the job row tells, as when its consumer died."""
+    engine = create_engine(f"sqlite:///{tmp_path}/scanner.db")
+    assert migrate(engine, MIGRATIONS[:2]) == 2
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            V1_JOB.format(
+                id="running",
+                status="running",
+                progress=0.5,
+                result="NULL",
+                attempts=1,
+                started="'2026-01-01 10:00:01'",
+                finished="NULL",
+                consumer="'oldhost:42:abcd1234'",
+            )
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO job_attempts (job_id, number, consumer, started_at) VALUES"
+            " ('running', 1, 'oldhost:42:abcd1234', '2026-01-01 10:00:01')"
+        )
+    engine.dispose()
+    services = build_services(Settings.from_env({"SCANNER_DATA_DIR": str(tmp_path)}))
+
+    job, history = services.store.detail("running")
+    assert [(a["number"], a["outcome"]) for a in history] == [(1, None)]
+    assert services.store.release("running", "oldhost:42:abcd1234", "crashed", "it died")
+    job, history = services.store.detail("running")
+    assert job.status == "pending"
+    assert [(a["number"], a["outcome"], a["error"]) for a in history] == [(1, "crashed", "it died")]
