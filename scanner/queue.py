@@ -43,7 +43,8 @@ class QueueStorage(SqliteStorage):  # type: ignore[misc]
 
 class JobHuey(Huey):  # type: ignore[misc]
     """Huey without revocation, that tells when its consumer is stopping, and settles a
-    runner's held endings (``Runner.settle``) whenever a worker is about to wait for work.
+    runner's held endings (``Runner.settle``) whenever a worker finds the queue empty and
+    when the consumer stops.
 
     A job is cancelled in the job store, never in Huey.
     Huey checks every message against its revocation keys before running it and deletes the
@@ -56,10 +57,8 @@ class JobHuey(Huey):  # type: ignore[misc]
     settle: Callable[[], None] = staticmethod(lambda: None)
 
     def dequeue(self) -> Any:
-        if self.storage.blocking:  # Redis and PostgreSQL may wait up to a second for a message
-            self.settle()
         task = super().dequeue()
-        if task is None:
+        if task is None:  # no claim comes along to carry what the runner holds
             self.settle()
         return task
 

@@ -66,7 +66,10 @@ def create_consumer(settings: Settings | None = None, plugins: Plugins | None = 
     huey = services.queue.huey
     # A handler that checks (ctx.check, ctx.progress) sees the consumer stopping and hands
     # its job back to the queue.
-    runner = Runner(services, consumer_id, huey.stopping, hold_endings=True)
+    # Endings ride in the next claim's transaction only where a dequeue answers at once:
+    # a Redis or PostgreSQL queue may wait a second for a message, and an ending held that
+    # long would keep the job's waiting clients waiting.
+    runner = Runner(services, consumer_id, huey.stopping, hold_endings=not huey.storage.blocking)
     services.queue.execute = runner.run
     huey.settle = runner.settle
     housekeeping = Housekeeping(Housekeeper(services), services.settings.heartbeat_seconds)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from huey.exceptions import TaskTimeout
@@ -35,7 +33,7 @@ def requeue(services: Services, job: Job, consumer: str, outcome: str, error: st
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc)
+    text = str(exc).replace("\x00", "\\x00")  # PostgreSQL's text refuses a NUL byte
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -54,12 +52,12 @@ class Runner:
     Every write names this consumer, so if it was presumed dead and its job recovered by
     another, its late writes change nothing.
 
-    With ``hold_endings`` (as a consumer runs it), how a job ended is not written at once:
-    it rides in the transaction that claims the next job its worker takes, one commit a job
-    instead of two (docs/benchmarks.md). ``settle`` writes what is left; the consumer calls
-    it whenever a worker finds the queue empty and when it stops, so an ending waits at most
-    for its worker's next dequeue. A crash in that window runs the job again, as a crash just
-    before its ending was written always did.
+    With ``hold_endings`` (as a consumer on a SQLite queue runs it), how a job ended is not
+    written at once: it rides in the transaction that claims the next job a worker takes,
+    one commit a job instead of two (docs/benchmarks.md). ``settle`` writes what is left; the
+    consumer calls it whenever a worker finds the queue empty and when it stops, so an ending
+    waits at most for the next dequeue. A crash in that window runs the job again, as a crash
+    just before its ending was written always did.
     """
 
     def __init__(
@@ -74,17 +72,29 @@ class Runner:
         self.consumer_id = consumer_id
         self.stopping = stopping
         self.hold_endings = hold_endings
-        self._unsettled: dict[int, Ending] = {}  # by worker thread
+        # By job id: any worker's claim may carry any of them, and one put back after a
+        # failed write can never take the place of another.
+        self._held: dict[str, Ending] = {}
 
     def settle(self) -> None:
-        """Write every ending still held (a worker found the queue empty, or is stopping)."""
-        while self._unsettled:
+        """Write every ending still held. Huey calls this when a worker finds the queue empty
+        and when the consumer stops, where no one could handle an error: an ending the
+        database refuses is logged and held for the next try."""
+        refused: list[Ending] = []
+        while ending := self._take_held():
             try:
-                worker, ending = self._unsettled.popitem()
-            except KeyError:  # another thread took the last one
-                return
-            with self._held_on_error(worker, ending):
                 self._write(ending)
+            except Exception:
+                refused.append(ending)
+                log.exception("could not record how job %s ended; will try again", ending.job_id)
+        for ending in refused:
+            self._held[ending.job_id] = ending
+
+    def _take_held(self) -> Ending | None:
+        try:
+            return self._held.popitem()[1]
+        except KeyError:  # none held, or another worker took the last one
+            return None
 
     def _write(self, ending: Ending) -> None:
         self.services.store.finish(
@@ -95,16 +105,6 @@ class Runner:
             error=ending.error,
         )
 
-    @contextmanager
-    def _held_on_error(self, worker: int, ending: Ending | None) -> Iterator[None]:
-        """If writing ``ending`` fails (the database is away), hold it for the next try."""
-        try:
-            yield
-        except BaseException:
-            if ending is not None:
-                self._unsettled.setdefault(worker, ending)
-            raise
-
     def _end(self, job: Job, status: Status, result: Any = None, error: str | None = None) -> None:
         """End ``job``: held for the next claim, or written now (always when the consumer is
         stopping: nothing may come along to settle it)."""
@@ -114,17 +114,27 @@ class Runner:
             "job %s (%s) %s in %.3fs, attempt %d", job.id, job.type, status, took, job.attempts
         )
         if self.hold_endings and not self.stopping():
-            self._unsettled[threading.get_ident()] = ending
+            self._held[job.id] = ending
         else:
             self._write(ending)
 
+    def _claim(self, job_id: str, me: str) -> Job | None:
+        """Claim ``job_id``, writing a held ending in the same transaction. If that fails, the
+        ending may be what the database refused: it is held again, and the claim tried alone
+        (which fails too if the database is away)."""
+        after = self._take_held()
+        if after is None:
+            return self.services.store.claim(job_id, me)
+        try:
+            return self.services.store.claim(job_id, me, after=after)
+        except Exception:
+            self._held[after.job_id] = after
+            log.exception("could not record how job %s ended; will try again", after.job_id)
+        return self.services.store.claim(job_id, me)
+
     def run(self, job_id: str) -> None:
-        store = self.services.store
         me = self.consumer_id()
-        worker = threading.get_ident()
-        after = self._unsettled.pop(worker, None)
-        with self._held_on_error(worker, after):
-            job = store.claim(job_id, me, after=after)
+        job = self._claim(job_id, me)
         if job is None:
             # Cancelled while queued, already taken, or removed: nothing to do.
             log.info("job %s is not pending; skipped", job_id)
