@@ -37,10 +37,16 @@ def data_dir() -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def consumer(env: dict[str, str], workers: int = 4, log: Path | None = None) -> Iterator[int]:
-    """A real ``huey_consumer`` on ``env``'s data directory; yields its pid."""
+def consumer(
+    env: dict[str, str],
+    workers: int = 4,
+    log: Path | None = None,
+    app: str = "scanner.worker.huey",
+) -> Iterator[int]:
+    """A real ``huey_consumer`` of ``app`` (the service's, on ``env``'s data directory, or a
+    bare Huey app's), once it says it started; yields its pid."""
     log = log or Path(env["SCANNER_DATA_DIR"]) / "consumer.log"
-    args = [str(BIN / "huey_consumer"), "scanner.worker.huey", "-w", str(workers)]
+    args = [str(BIN / "huey_consumer"), app, "-w", str(workers)]
     args += ["-k", "thread", "-d", "0.001", "-m", "0.01", "-b", "1.01"]
     with log.open("ab") as out:
         proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=out, stderr=out)

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from marshmallow import Schema, fields
 
-from benchmarks.common import BIN, REPO, consumer, data_dir, report, timer
+from benchmarks.common import REPO, consumer, data_dir, report, timer
 from scanner import JobContext, JobType, hookimpl
 from scanner.config import Settings
 from scanner.jobs.runner import Runner
@@ -49,16 +49,6 @@ def noop():
 """
 
 
-def run_consumer(app: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    args = [str(BIN / "huey_consumer"), app, "-w", str(WORKERS), "-k", "thread"]
-    args += ["-d", "0.001", "-m", "0.01", "-b", "1.01"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=out, stderr=out)
-    while b"Huey consumer started" not in log.read_bytes():
-        time.sleep(0.005)
-    return proc
-
-
 def bare_huey_rate(tmp: Path, storage: str) -> float:
     """No-op tasks a second through bare Huey; ``storage``: "ours" or "default"."""
     app = tmp / f"bare-{storage}"
@@ -72,14 +62,9 @@ def bare_huey_rate(tmp: Path, storage: str) -> float:
 
     for _ in range(JOBS):
         bareapp.noop()
-    proc = run_consumer("bareapp.huey", env, app / "bare.log")
-    try:
-        with timer() as t:
-            while bareapp.huey.pending_count():
-                time.sleep(0.002)
-    finally:
-        proc.terminate()
-        proc.wait()
+    with consumer(env, WORKERS, app / "bare.log", app="bareapp.huey"), timer() as t:
+        while bareapp.huey.pending_count():
+            time.sleep(0.002)
     return JOBS / t[0]
 
 
@@ -138,12 +123,9 @@ def startup_seconds(tmp: Path) -> tuple[float, float]:
     env = {"SCANNER_DATA_DIR": str(tmp / "startup")}
     consumer_times, web_times = [], []
     for n in range(3):
-        log = tmp / f"startup-{n}.log"
-        with timer() as t:
-            proc = run_consumer("scanner.worker.huey", env, log)
-        proc.terminate()
-        proc.wait()
-        consumer_times.append(t[0])
+        began = time.perf_counter()
+        with consumer(env, WORKERS, tmp / f"startup-{n}.log"):
+            consumer_times.append(time.perf_counter() - began)
         with timer() as t:
             subprocess.run(
                 [sys.executable, "-c", "from scanner.app import create_app; create_app()"],
