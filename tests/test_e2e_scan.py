@@ -190,7 +190,7 @@ def test_the_scanner_command_waits_and_reports(
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stderr.startswith("scanning")  # the progress bar (drawn only on a terminal)
+    assert done.stderr.startswith("scanning")  # the bar's label; click draws a bar on a tty only
     assert "4 video files: 3 new, 0 updated, 0 unchanged, 0 removed, 0 moved" in done.stdout
     assert f"{media / 'broken.mp4'}: could not be read as a video" in done.stderr
     refused = subprocess.run(
