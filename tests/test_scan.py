@@ -7,6 +7,7 @@ import re
 import shutil
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -139,6 +140,55 @@ def test_a_copied_then_deleted_file_is_recognised_by_fingerprint(
     result = scanner.scan(str(media))
     assert (result.moved, result.new, result.removed) == (1, 0, 0)
     assert videos(library)["c-copy.avi"]["id"] == old["id"]
+
+
+def test_a_new_path_on_a_vanished_files_inode_but_not_its_size_is_new(
+    scanner: Scanner, library: VideoStore, media: Path, tmp_path: Path
+) -> None:
+    """As when a file is deleted and another made at once: filesystems reuse inodes."""
+    scanner.scan(str(media))
+    old = videos(library)["a.mp4"]
+    other = make_video(tmp_path / "other.mp4", width=128, height=96)
+    with open(media / "a.mp4", "r+b") as same_inode:
+        same_inode.truncate(0)
+        same_inode.write(other.read_bytes())
+    os.rename(media / "a.mp4", media / "films" / "other.mp4")
+    result = scanner.scan(str(media))
+    assert (result.moved, result.new, result.removed) == (0, 1, 1)
+    assert videos(library)["films/other.mp4"]["id"] != old["id"]
+
+
+def test_a_scan_leaves_a_folder_named_the_same_but_for_case_alone(
+    scanner: Scanner, library: VideoStore, media: Path
+) -> None:
+    for name in ("Show", "show"):
+        (media / name).mkdir()
+        make_video(media / name / "ep.mp4")
+    assert scanner.scan(str(media / "show")).new == 1
+    result = scanner.scan(str(media / "Show"))
+    assert (result.new, result.removed) == (1, 0)
+    assert {"show/ep.mp4", "Show/ep.mp4"} <= set(videos(library))
+
+
+def test_videos_under_a_directory_the_walk_cannot_read_are_not_removed(
+    scanner: Scanner, library: VideoStore, media: Path
+) -> None:
+    scanner.scan(str(media))
+    films = str(media / "films")
+
+    def films_unreadable(root: str, extensions: frozenset[str], **options: Any) -> Any:
+        # What walk reports for a directory it cannot list (a failing disk, a permission
+        # this test, run as root, would not feel).
+        options["on_error"](WalkError(films, "cannot read directory: Input/output error"))
+        for found in walk(root, extensions, **options):
+            if not found.path.startswith(films):
+                yield found
+
+    rescan = Scanner(library, extensions=DEFAULT_VIDEO_EXTENSIONS, walk=films_unreadable)
+    result = rescan.scan(str(media))
+    assert (result.removed, result.unchanged, result.error_count) == (0, 1, 1)
+    assert result.errors[0]["path"] == films
+    assert set(videos(library)) == {"a.mp4", "films/b.webm", "films/c.avi"}
 
 
 def test_hard_links_are_separate_videos(scanner: Scanner, library: VideoStore, media: Path) -> None:
@@ -274,6 +324,8 @@ def test_check_root_explains_each_refusal(tmp_path: Path) -> None:
         "relative/path": "not an absolute path",
         str(tmp_path / "nope"): "does not exist (is the drive mounted?)",
         str(tmp_path / "file.mp4"): "is not a directory",
+        "/media/\ud800": "is not valid UTF-8",  # JSON may carry a lone surrogate
+        os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9"): "is not valid UTF-8",
     }
     for path, reason in cases.items():
         with pytest.raises(ScanRootError, match=re.escape(reason)):

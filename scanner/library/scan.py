@@ -22,7 +22,7 @@ from scanner.errors import JobInterrupted, ProbeError, ScanRootError
 from scanner.jobs.store import utcnow
 from scanner.library.probe import VideoInfo, probe
 from scanner.library.store import Known, VideoStore
-from scanner.library.walk import FoundFile, walk, within
+from scanner.library.walk import FoundFile, WalkError, walk, within
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,10 @@ def check_root(path: str, allowed_roots: tuple[str, ...] = ()) -> str:
     """The resolved root to scan, or ``ScanRootError`` saying why it cannot be scanned."""
     if "\0" in path:
         raise ScanRootError("the path contains a NUL byte")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ScanRootError(f"{path!r} is not valid UTF-8; rename it to scan it") from None
     if not os.path.isabs(path):
         raise ScanRootError(f"{path!r} is not an absolute path")
     real = os.path.realpath(path)
@@ -103,7 +107,8 @@ class Scanner:
     """Scans roots into the library.
 
     ``progress(done, total)`` may raise to stop a scan (a cancel); ``probe(path, timeout)``
-    reads one file; ``on_change(added, updated, removed)`` hears of each batch written.
+    reads one file; ``on_change(added, updated, removed)`` hears of each batch written;
+    ``walk`` finds the files (``scanner.library.walk.walk``).
     """
 
     def __init__(
@@ -116,6 +121,7 @@ class Scanner:
         progress: Callable[[int, int], None] = lambda done, total: None,
         probe: Callable[[str, float], VideoInfo] = probe,
         on_change: OnChange | None = None,
+        walk: Callable[..., Iterator[FoundFile]] = walk,
     ) -> None:
         self.store = store
         self.extensions = extensions
@@ -124,6 +130,7 @@ class Scanner:
         self.progress = progress
         self.probe = probe
         self.on_change = on_change
+        self.walk = walk
 
     def scan(self, root: str, *, recursive: bool = True) -> ScanResult:
         result = ScanResult()
@@ -132,11 +139,17 @@ class Scanner:
         # one string per file, and each is stat'ed again when it is probed.
         to_probe: list[str] = []
         known: list[str] = []  # of those, the ones the library has already
-        for f in walk(
+        unread: list[str] = []  # directories and files the walk could not read
+
+        def unreadable(error: WalkError) -> None:
+            unread.append(error.path)
+            result.error(error.path, error.error)
+
+        for f in self.walk(
             root,
             self.extensions,
             recursive=recursive,
-            on_error=lambda e: result.error(e.path, e.error),
+            on_error=unreadable,
             on_directory=lambda: self.progress(0, 1),  # a cancel stops a long walk too
         ):
             result.scanned += 1
@@ -152,10 +165,14 @@ class Scanner:
             to_probe.append(f.path)
             if s is not None:
                 known.append(f.path)
+        # Not seen is not gone when it lies where the walk could not look (a directory that
+        # failed to list): that is an error of this scan, not a removal.
         gone = [
             path
             for path, (_, _, missing) in seen.items()
-            if not missing and (recursive or os.path.dirname(path) == root)
+            if not missing
+            and (recursive or os.path.dirname(path) == root)
+            and not any(within(path, place) for place in unread)
         ]
         del seen
         self._probe_and_write(to_probe, self.store.details(known), self.store.details(gone), result)
@@ -202,7 +219,9 @@ class Scanner:
         result: ScanResult,
     ) -> None:
         """Probe new and changed files; a new path whose file has vanished elsewhere is a move."""
-        by_inode = {(k.device, k.inode): path for path, k in vanished.items()}
+        # A moved file keeps its size: a new file given a deleted one's inode (filesystems
+        # reuse them at once) is not that file.
+        by_inode = {(k.device, k.inode, k.size): path for path, k in vanished.items()}
         by_print: dict[tuple[int, str | None], str] = {
             (k.size, k.fingerprint): path for path, k in vanished.items() if k.fingerprint
         }
@@ -220,7 +239,7 @@ class Scanner:
                     row = self._row(f, info, print_, now)
                     k = changed.get(f.path)
                     if k is None:
-                        moved_from = by_inode.get((f.device, f.inode)) or by_print.get(
+                        moved_from = by_inode.get((f.device, f.inode, f.size)) or by_print.get(
                             (f.size, print_)
                         )
                         if moved_from is not None and moved_from in vanished:

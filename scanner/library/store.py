@@ -40,14 +40,16 @@ class VideoStore:
 
         Plain tuples, not objects: a rescan of a large library is this query and a dict.
         """
+        prefix = root.rstrip("/") + "/"
         query = sa.select(
             videos.c.path,
             videos.c.file_size,
             videos.c.mtime_ns,
             videos.c.missing_since.is_not(None),
-        ).where(videos.c.path.like(_escape_like(root.rstrip("/") + "/") + "%", escape="\\"))
+        ).where(videos.c.path.like(_escape_like(prefix) + "%", escape="\\"))
         with self.engine.connect() as conn:
-            return {row[0]: row[1:] for row in conn.execute(query)}
+            # SQLite's LIKE ignores case: /media/Show/ must not take in /media/show/.
+            return {row[0]: row[1:] for row in conn.execute(query) if row[0].startswith(prefix)}
 
     def details(self, paths: Iterable[str]) -> dict[str, Known]:
         """Ids and identities (device, inode, fingerprint) of the videos at ``paths``."""
