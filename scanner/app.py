@@ -11,9 +11,10 @@ from flask import Flask, request, send_from_directory
 from flask.typing import ResponseReturnValue
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
 from scanner import __version__
-from scanner.api import abort, health, jobs, plugins, videos
+from scanner.api import LARGEST_INT, abort, health, jobs, plugins, videos
 from scanner.config import Settings
 from scanner.services import Services, build_services
 
@@ -22,6 +23,15 @@ OPEN_PATHS = frozenset({f"{API_PREFIX}/health"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 log = logging.getLogger(__name__)
+
+
+class StoredInteger(IntegerConverter):
+    """``<int:...>`` in every route, plugins' too, matches only what a database column holds
+    (a larger id is no such video: 404, not an overflow in the driver)."""
+
+    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", LARGEST_INT)
+        super().__init__(map, *args, **kwargs)
 
 
 class ScannerApi(Api):  # type: ignore[misc]
@@ -45,6 +55,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     if services is None:
         services = build_services(settings or Settings.from_env(), role="web")
     app = Flask(__name__)
+    app.url_map.converters["int"] = StoredInteger
     app.config.update(
         API_TITLE="scanner",
         API_VERSION=__version__,
@@ -86,6 +97,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 abort(401, message="send the API token as 'Authorization: Bearer <token>'")
+        # PostgreSQL's text cannot hold a NUL byte, and no path, id or name has one.
+        if "\0" in request.path or any("\0" in v for _, v in request.args.items(multi=True)):
+            abort(400, message="the URL holds a NUL byte (%00); remove it")
         if request.method in BODY_METHODS and request.content_length and not request.is_json:
             abort(415, message="send the request body as JSON, with Content-Type: application/json")
 

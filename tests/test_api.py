@@ -79,6 +79,18 @@ def test_submit_takes_the_type_defaults_unless_overridden(client: FlaskClient) -
             {"type": "echo", "retries": -1},
             {"retries": ["Must be greater than or equal to 0 and less than or equal to 100."]},
         ),
+        (  # more than 30 days would overflow the retry's date in the scheduler
+            {"type": "echo", "retry_delay": 1e12},
+            {
+                "retry_delay": [
+                    "Must be greater than or equal to 0 and less than or equal to 2592000.0."
+                ]
+            },
+        ),
+        (
+            {"type": "echo", "timeout": 1e300},
+            {"timeout": ["Must be greater than 0 and less than or equal to 2592000.0."]},
+        ),
     ],
 )
 def test_invalid_submissions_name_the_field(
@@ -104,6 +116,19 @@ def test_malformed_json_and_wrong_content_type(client: FlaskClient) -> None:
 def test_unknown_routes_and_methods_answer_json(client: FlaskClient) -> None:
     assert_error(client.get("/api/v1/nowhere"), 404, "not found")
     assert_error(client.delete(JOBS), 405, "not allowed")
+
+
+def test_numbers_no_database_holds_and_nul_bytes_are_refused_not_a_500(
+    client: FlaskClient,
+) -> None:
+    too_big = 2**64
+    assert_error(client.get(f"/api/v1/videos/{too_big}"), 404)  # no such video
+    assert_error(client.delete(f"/api/v1/videos/{too_big}"), 404)
+    for listing in (JOBS, "/api/v1/videos"):
+        error = assert_error(client.get(f"{listing}?offset={too_big}"), 422)
+        assert "offset" in error["errors"]["query"]
+    for url in (f"{JOBS}/%00", f"{JOBS}?type=%00", "/api/v1/videos?q=a&q=b%00"):
+        assert_error(client.get(url), 400, "NUL byte")
 
 
 def test_get_unknown_job_is_404(client: FlaskClient) -> None:

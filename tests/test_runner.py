@@ -15,6 +15,7 @@ from scanner import JobContext, JobType
 from scanner.config import Settings
 from scanner.jobs.runner import Runner
 from scanner.jobs.states import Status
+from scanner.jobs.types import LONGEST
 from scanner.services import Services
 from scanner.testing import run_job
 
@@ -75,6 +76,7 @@ TYPES = [
     JobType("positive", returns_a_list, Positive),
     JobType("meet", meets_the_others),
     JobType("nul", fails_with_a_nul_byte),
+    JobType("backs-off-far", flaky, retries=2, retry_delay=LONGEST, retry_backoff=1e9),
 ]
 
 
@@ -143,6 +145,19 @@ def test_retries_wait_the_jobs_delay_with_backoff(services: Services) -> None:
     assert len(delayed) == 2 and all(t.args == (job.id,) for t in delayed)
     runner.run(job.id)
     assert services.store.get(job.id).status is Status.FAILED
+
+
+def test_a_retry_waits_at_most_the_longest_delay(services: Services) -> None:
+    """30 days: a billion times that would overflow the retry's date in Huey's scheduler."""
+    job = services.jobs.submit("backs-off-far", {})
+    runner = Runner(services, lambda: "test:1")
+    for attempt in (1, 2):
+        runner.run(job.id)
+        after = services.store.get(job.id)
+        assert after.status is Status.PENDING and after.attempts == attempt
+        assert after.next_attempt_at is not None
+        wait = after.next_attempt_at - after.updated_at
+        assert wait == pytest.approx(timedelta(seconds=LONGEST), abs=timedelta(seconds=1))
 
 
 def test_a_payload_invalid_by_run_time_fails_with_the_field(services: Services) -> None:

@@ -11,11 +11,12 @@ from flask_smorest import Api, Blueprint
 from marshmallow import Schema, ValidationError, fields, validate
 from webargs.fields import DelimitedList
 
-from scanner.api import abort
+from scanner.api import LARGEST_INT, abort
 from scanner.errors import InvalidTransition, JobNotFound
 from scanner.jobs.service import JobConflict, QueueUnavailable, UnknownJobType
 from scanner.jobs.states import Status
 from scanner.jobs.store import Job
+from scanner.jobs.types import LONGEST
 from scanner.services import Services
 
 MAX_WAIT = 300.0
@@ -71,9 +72,9 @@ class JobSubmitSchema(Schema):
     type = fields.String(required=True, validate=validate.Length(min=1, max=100))
     payload = fields.Dict(load_default=dict)
     priority = fields.Integer(validate=validate.Range(-1000, 1000))
-    timeout = fields.Float(validate=validate.Range(min=0, min_inclusive=False))
+    timeout = fields.Float(validate=validate.Range(min=0, max=LONGEST, min_inclusive=False))
     retries = fields.Integer(validate=validate.Range(0, 100))
-    retry_delay = fields.Float(validate=validate.Range(min=0))
+    retry_delay = fields.Float(validate=validate.Range(0, LONGEST))
 
 
 class JobListArgs(Schema):
@@ -83,7 +84,7 @@ class JobListArgs(Schema):
     )
     type = fields.String()
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(0, LARGEST_INT))
 
 
 class JobListSchema(Schema):

@@ -14,7 +14,7 @@ from scanner.errors import JobCancelled, JobShutdown, JobTimedOut
 from scanner.jobs.context import JobContext
 from scanner.jobs.states import Status
 from scanner.jobs.store import Ending, Job, utcnow
-from scanner.jobs.types import JobType
+from scanner.jobs.types import LONGEST, JobType
 
 if TYPE_CHECKING:
     from scanner.services import Services
@@ -174,7 +174,7 @@ class Runner:
         store = self.services.store
         # Attempts cut short by a shutdown or a crash were not the job's failures.
         failures = store.count_attempts(job.id, "failed") + 1
-        delay = job.retry_delay * job_type.retry_backoff ** (failures - 1)
+        delay = min(job.retry_delay * job_type.retry_backoff ** (failures - 1), LONGEST)
         if store.get(job.id).cancel_requested_at is not None:
             self._end(job, Status.CANCELLED, error=error)  # no retry
         elif failures <= job.retries and store.retry_later(job.id, error, delay, me):

@@ -20,6 +20,9 @@ Handler = Callable[["JobContext", dict[str, Any]], Mapping[str, Any] | None]
 Overlaps = Callable[[Mapping[str, Any], Mapping[str, Any]], bool]
 
 NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
+# The longest timeout or retry delay a job may have, in seconds: 30 days. Beyond it a date
+# overflows in Huey's scheduler and the job would be stuck, never retried nor failed.
+LONGEST = 30 * 24 * 3600.0
 
 
 class EmptyPayload(Schema):
