@@ -42,7 +42,7 @@ def backup(settings: Settings, destination: Path) -> list[Path]:
             raise ConfigError(f"{source} does not exist; is SCANNER_DATA_DIR right?")
         target = destination / source.name
         with (
-            closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as src,
+            closing(sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)) as src,
             closing(sqlite3.connect(target)) as dst,
         ):
             src.backup(dst)

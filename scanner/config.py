@@ -7,7 +7,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from scanner.errors import ConfigError
+
+
+def _sqlite_url(path: Path) -> str:
+    """``sqlite:///path``, with the characters a URL gives a meaning (``?``, ``#``, ``%``)
+    escaped, so a data directory may be named anything."""
+    return sa.URL.create("sqlite", database=str(path)).render_as_string()
+
 
 DEFAULT_VIDEO_EXTENSIONS = frozenset(
     [
@@ -82,8 +91,8 @@ class Settings:
         extensions = env.get("SCANNER_VIDEO_EXTENSIONS", "")
         return cls(
             data_dir=data_dir,
-            database_url=env.get("SCANNER_DATABASE_URL") or f"sqlite:///{data_dir}/scanner.db",
-            queue_url=env.get("SCANNER_QUEUE_URL") or f"sqlite:///{data_dir}/queue.db",
+            database_url=env.get("SCANNER_DATABASE_URL") or _sqlite_url(data_dir / "scanner.db"),
+            queue_url=env.get("SCANNER_QUEUE_URL") or _sqlite_url(data_dir / "queue.db"),
             allowed_roots=tuple(Path(r).resolve() for r in roots.split(":") if r),
             api_token=env.get("SCANNER_API_TOKEN", ""),
             disabled_plugins=frozenset(

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from scanner.app import create_app
 from scanner.cli import main
 from scanner.config import Settings
-from scanner.services import Services
+from scanner.services import Services, build_services
 
 
 def test_plugins_lists_what_is_installed(env: dict[str, str]) -> None:
@@ -37,6 +37,20 @@ def test_backup_copies_a_consistent_database_and_queue(
     copy = restored.test_client().get(f"/api/v1/jobs/{job.id}").json
     assert copy["payload"] == {"text": "keep me"} and copy["status"] == "pending"
     assert restored.extensions["scanner"].queue.pending_count() == 1
+
+
+def test_a_data_directory_named_with_url_characters_is_used_and_backed_up(
+    tmp_path: Path,
+) -> None:
+    env = {"SCANNER_DATA_DIR": str(tmp_path / "data #1?%41")}  # ?, # and % mean things in URLs
+    services = build_services(Settings.from_env(env))
+    services.jobs.submit("echo", {"text": "keep me"})
+    assert {"queue.db", "scanner.db"} <= {p.name for p in (tmp_path / "data #1?%41").iterdir()}
+    result = CliRunner().invoke(main, ["backup", str(tmp_path / "copy")], env=env)
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(tmp_path / "copy" / "scanner.db") as conn:
+        assert conn.execute("SELECT payload FROM jobs").fetchall() == [('{"text": "keep me"}',)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy", "data #1?%41"]
 
 
 def test_backup_explains_what_it_cannot_copy(env: dict[str, str], tmp_path: Path) -> None:
