@@ -116,6 +116,27 @@ def test_hook_scanner_library_changed(settings: Settings, tmp_path: Path, monkey
     assert events == [([], [], ["b.mp4"])]
 
 
+def test_a_hook_that_raises_while_the_service_runs_leaves_its_plugin_loaded(
+    settings: Settings, tmp_path: Path
+) -> None:
+    make_video(tmp_path / "a.mp4")
+    calls: list[str] = []
+
+    def finished(root: str, result: dict[str, Any]) -> None:
+        calls.append(root)
+        raise RuntimeError(f"database is locked ({len(calls)})")
+
+    services = services_with(settings, "flaky", scanner_scan_finished=finished)
+    client = create_app(services=services).test_client()
+    for _ in range(2):
+        assert run_job(services, "scan", {"path": str(tmp_path)}).status == "complete"
+    flaky = next(p for p in client.get("/api/v1/plugins").json["plugins"] if p["name"] == "flaky")
+    assert (flaky["status"], flaky["error"]) == ("loaded", None)
+    latest = "scanner_scan_finished raised RuntimeError: database is locked (2)"
+    assert flaky["last_error"] == latest  # the latest alone, not every one so far
+    assert client.get("/api/v1/health").json["plugins"]["failed"] == {}
+
+
 def test_hook_scanner_scan_finished(settings: Settings, tmp_path: Path) -> None:
     make_video(tmp_path / "a.mp4")
     finished: list[tuple[str, dict[str, Any]]] = []

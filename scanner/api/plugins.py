@@ -17,7 +17,11 @@ class PluginSchema(Schema):
     status = fields.String(metadata={"enum": ["loaded", "failed"]})
     hooks = fields.List(fields.String())
     job_types = fields.List(fields.String())
-    error = fields.String(allow_none=True)
+    error = fields.String(allow_none=True, metadata={"description": "Why it failed to start."})
+    last_error = fields.String(
+        allow_none=True,
+        metadata={"description": "The latest error one of its hooks raised while it ran."},
+    )
 
 
 class PluginListSchema(Schema):

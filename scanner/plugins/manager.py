@@ -23,6 +23,9 @@ from scanner.plugins import hookspecs
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "scanner.plugins"
+# The hooks that set a plugin up in a process: one that raises leaves it "failed" (and the
+# service degraded). The others run as the service works; an error there is that call's.
+START_HOOKS = frozenset({"scanner_job_types", "scanner_blueprints", "scanner_startup"})
 
 
 @dataclass
@@ -34,7 +37,8 @@ class PluginInfo:
     version: str | None = None
     hooks: list[str] = field(default_factory=list)
     job_types: list[str] = field(default_factory=list)
-    error: str | None = None
+    error: str | None = None  # why it failed to start: it is "failed"
+    last_error: str | None = None  # the latest a hook raised while it ran; it stays loaded
 
     @property
     def status(self) -> str:
@@ -63,7 +67,14 @@ class Plugins:
             try:
                 results.append((impl.plugin_name, impl.function(**args)))
             except Exception as exc:
-                self.fail(impl.plugin_name, f"{hook_name} raised {type(exc).__name__}: {exc}")
+                error = f"{hook_name} raised {type(exc).__name__}: {exc}"
+                if hook_name in START_HOOKS:
+                    self.fail(impl.plugin_name, error)
+                else:
+                    log.exception("plugin %s: %s", impl.plugin_name, error)
+                    self.infos.setdefault(
+                        impl.plugin_name, PluginInfo(impl.plugin_name)
+                    ).last_error = error
         return results
 
     def fail(self, name: str, error: str) -> None:
