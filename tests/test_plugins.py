@@ -80,6 +80,8 @@ def test_a_plugin_with_an_unknown_hook_is_refused_and_reported() -> None:
         ({"name": "Bad Name"}, "must be lower-case"),
         ({"name": "ok", "retries": -1}, "must be >= 0"),
         ({"name": "ok", "timeout": -1.0}, "must be >= 0"),
+        ({"name": "ok", "timeout": 1e300}, "at most 2,592,000s"),
+        ({"name": "ok", "retry_delay": 31 * 86400.0}, "at most 2,592,000s"),
     ],
 )
 def test_job_type_checks_its_settings(kwargs: dict[str, Any], message: str) -> None:

@@ -59,6 +59,11 @@ class JobType:
             )
         if self.retries < 0 or self.retry_delay < 0 or (self.timeout or 0) < 0:
             raise PluginError(f"job type {self.name!r}: retries, delays and timeout must be >= 0")
+        if max(self.retry_delay, self.timeout or 0) > LONGEST:
+            raise PluginError(
+                f"job type {self.name!r}: its timeout and retry delay must be at most "
+                f"{LONGEST:,.0f}s (30 days)"
+            )
 
     @functools.cached_property
     def payload_schema(self) -> Schema:
