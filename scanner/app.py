@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
 from scanner import __version__
-from scanner.api import LARGEST_INT, abort, health, jobs, plugins, videos
+from scanner.api import LARGEST_ID, abort, health, jobs, plugins, videos
 from scanner.config import Settings
 from scanner.services import Services, build_services
 
@@ -26,11 +26,11 @@ log = logging.getLogger(__name__)
 
 
 class StoredInteger(IntegerConverter):
-    """``<int:...>`` in every route, plugins' too, matches only what a database column holds
+    """``<int:...>`` in every route, plugins' too, matches only what an id column holds
     (a larger id is no such video: 404, not an overflow in the driver)."""
 
     def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("max", LARGEST_INT)
+        kwargs.setdefault("max", LARGEST_ID)
         super().__init__(map, *args, **kwargs)
 
 

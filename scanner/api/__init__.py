@@ -6,9 +6,10 @@ from typing import Any, NoReturn
 
 import flask_smorest
 
-# The largest integer a database column holds (SQLite's INTEGER, PostgreSQL's BIGINT): ids and
-# offsets beyond it are refused where they come in, not overflowed in the database driver.
-LARGEST_INT = 2**63 - 1
+# Numbers beyond what the database takes are refused where they come in, not overflowed in
+# its driver: an id (a video's is PostgreSQL's 4-byte integer) and an offset (a 64-bit one).
+LARGEST_ID = 2**31 - 1
+LARGEST_OFFSET = 2**63 - 1
 
 
 def abort(code: int, message: str | None = None, **kwargs: Any) -> NoReturn:

@@ -11,7 +11,7 @@ from flask_smorest import Api, Blueprint
 from marshmallow import Schema, ValidationError, fields, validate
 from webargs.fields import DelimitedList
 
-from scanner.api import LARGEST_INT, abort
+from scanner.api import LARGEST_OFFSET, abort
 from scanner.errors import InvalidTransition, JobNotFound
 from scanner.jobs.service import JobConflict, QueueUnavailable, UnknownJobType
 from scanner.jobs.states import Status
@@ -84,7 +84,7 @@ class JobListArgs(Schema):
     )
     type = fields.String()
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(0, LARGEST_INT))
+    offset = fields.Integer(load_default=0, validate=validate.Range(0, LARGEST_OFFSET))
 
 
 class JobListSchema(Schema):

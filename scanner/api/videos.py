@@ -8,7 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from scanner.api import LARGEST_INT, abort
+from scanner.api import LARGEST_OFFSET, abort
 from scanner.api.jobs import JobSchema, submit
 from scanner.library.store import SORTABLE
 from scanner.services import Services
@@ -48,7 +48,7 @@ class VideoListArgs(Schema):
         metadata={"description": "A field; prefix with '-' for descending."},
     )
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(0, LARGEST_INT))
+    offset = fields.Integer(load_default=0, validate=validate.Range(0, LARGEST_OFFSET))
     include_missing = fields.Boolean(
         load_default=False, metadata={"description": "Also list videos gone from disk."}
     )

@@ -12,7 +12,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from scanner import JobContext, JobType, Services, hookimpl
-from scanner.api import LARGEST_INT
+from scanner.api import LARGEST_ID, LARGEST_OFFSET
 
 CHUNK = 1 << 20
 BATCH = 1000
@@ -30,7 +30,7 @@ checksums = sa.Table(
 
 class ChecksumPayload(Schema):
     video_ids = fields.List(
-        fields.Integer(validate=validate.Range(1, LARGEST_INT)),
+        fields.Integer(validate=validate.Range(1, LARGEST_ID)),
         required=True,
         validate=validate.Length(min=1, max=BATCH),
     )
@@ -114,7 +114,7 @@ def scanner_library_changed(
 
 class DuplicatesArgs(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(0, LARGEST_INT))
+    offset = fields.Integer(load_default=0, validate=validate.Range(0, LARGEST_OFFSET))
 
 
 class DuplicateVideo(Schema):

@@ -18,7 +18,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from scanner import JobContext, JobType, Services, hookimpl
-from scanner.api import LARGEST_INT, abort
+from scanner.api import LARGEST_ID, abort
 from scanner.config import Settings
 
 WIDTH = 320
@@ -27,7 +27,7 @@ BATCH = 1000  # videos a job at most: a scan queues one job per batch it writes
 
 class ThumbnailPayload(Schema):
     video_ids = fields.List(
-        fields.Integer(validate=validate.Range(1, LARGEST_INT)),
+        fields.Integer(validate=validate.Range(1, LARGEST_ID)),
         required=True,
         validate=validate.Length(min=1, max=BATCH),
     )

@@ -81,8 +81,8 @@ def test_the_route_serves_it_and_explains_what_is_missing(
         "no video has the id 999"
         in scanner_client.get("/api/v1/videos/999/thumbnail").json["message"]
     )
-    assert scanner_client.get(f"/api/v1/videos/{2**64}/thumbnail").status_code == 404
-    job = {"type": "thumbnail", "payload": {"video_ids": [2**64]}}
+    assert scanner_client.get(f"/api/v1/videos/{2**31}/thumbnail").status_code == 404
+    job = {"type": "thumbnail", "payload": {"video_ids": [2**31]}}
     assert scanner_client.post("/api/v1/jobs", json=job).status_code == 422
     scanner_run_job("thumbnail", {"video_ids": [video["id"]]})
     after = scanner_client.get(url)
