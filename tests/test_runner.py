@@ -51,6 +51,10 @@ def flaky(ctx: JobContext, payload: dict[str, Any]) -> None:
     raise ValueError("")
 
 
+def returns_nan(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+    return {"ratio": float("nan")}
+
+
 def fails_with_a_nul_byte(ctx: JobContext, payload: dict[str, Any]) -> None:
     raise ValueError("bad\x00byte")
 
@@ -76,6 +80,7 @@ TYPES = [
     JobType("positive", returns_a_list, Positive),
     JobType("meet", meets_the_others),
     JobType("nul", fails_with_a_nul_byte),
+    JobType("nan", returns_nan),
     JobType("backs-off-far", flaky, retries=2, retry_delay=LONGEST, retry_backoff=1e9),
 ]
 
@@ -95,6 +100,12 @@ def test_an_error_with_a_nul_byte_is_recorded_on_every_database(
     job = run_job(services, "nul")
     assert job.status is Status.FAILED
     assert job.error == "ValueError: bad\\x00byte"
+
+
+def test_a_result_that_is_not_json_fails_the_job_with_the_reason(services: Services) -> None:
+    job = run_job(services, "nan")
+    assert job.status is Status.FAILED and job.result is None
+    assert job.error == "ValueError: Out of range float values are not JSON compliant"
 
 
 def test_a_result_that_is_not_a_dict_fails_the_job(services: Services) -> None:
@@ -245,6 +256,26 @@ def test_settle_writes_what_every_worker_holds(services: Services) -> None:
     assert {status(services, job_id) for job_id in ids} == {Status.RUNNING}
     runner.settle()
     assert {status(services, job_id) for job_id in ids} == {Status.COMPLETE}
+
+
+def test_an_ending_written_at_once_and_refused_is_held_for_the_next_claim(
+    services: Services,
+) -> None:
+    """As on a Redis or PostgreSQL queue, where endings are not held to begin with."""
+    first, second = (services.jobs.submit("follow", {}).id for _ in range(2))
+    runner = Runner(services, lambda: "test:1")
+    refuse = f"""CREATE TRIGGER refuse BEFORE UPDATE OF status ON jobs
+                 WHEN OLD.id = '{first}' AND NEW.status = 'complete'
+                 BEGIN SELECT RAISE(ABORT, 'the disk is full'); END"""
+    with services.engine.begin() as conn:
+        conn.exec_driver_sql(refuse)
+    runner.run(first)
+    assert status(services, first) is Status.RUNNING  # its ending refused, and held
+    with services.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER refuse")
+    runner.run(second)
+    assert status(services, first) is Status.COMPLETE  # carried by the next claim
+    assert status(services, second) is Status.COMPLETE
 
 
 def test_a_stopping_consumer_writes_endings_at_once(services: Services) -> None:

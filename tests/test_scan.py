@@ -332,6 +332,11 @@ def test_check_root_explains_each_refusal(tmp_path: Path) -> None:
             check_root(path)
     with pytest.raises(ScanRootError, match="outside the allowed roots"):
         check_root(str(tmp_path / "other"), allowed)
+    latin1 = os.fsencode(tmp_path) + b"/caf\xe9"
+    os.mkdir(latin1)
+    os.symlink(latin1, tmp_path / "plain-name")
+    with pytest.raises(ScanRootError, match=r"plain-name.*really.*is not valid UTF-8"):
+        check_root(str(tmp_path / "plain-name"))
     os.symlink(tmp_path / "other", tmp_path / "allowed" / "sneaky")
     with pytest.raises(ScanRootError, match="outside the allowed roots"):
         check_root(str(tmp_path / "allowed" / "sneaky"), allowed)

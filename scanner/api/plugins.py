@@ -20,7 +20,10 @@ class PluginSchema(Schema):
     error = fields.String(allow_none=True, metadata={"description": "Why it failed to start."})
     last_error = fields.String(
         allow_none=True,
-        metadata={"description": "The latest error one of its hooks raised while it ran."},
+        metadata={
+            "description": "The latest error one of its hooks raised in this web process "
+            "while it ran (consumers log theirs)."
+        },
     )
 
 

@@ -107,7 +107,8 @@ class Runner:
 
     def _end(self, job: Job, status: Status, result: Any = None, error: str | None = None) -> None:
         """End ``job``: held for the next claim, or written now (always when the consumer is
-        stopping: nothing may come along to settle it)."""
+        stopping: nothing may come along to settle it). A write that fails is held, for the
+        next claim or settle to try again, on every queue."""
         ending = Ending(job.id, status, job.consumer, result, error)
         took = (utcnow() - job.started_at).total_seconds() if job.started_at else 0.0
         log.info(
@@ -115,8 +116,12 @@ class Runner:
         )
         if self.hold_endings and not self.stopping():
             self._held[job.id] = ending
-        else:
+            return
+        try:
             self._write(ending)
+        except Exception:
+            self._held[job.id] = ending
+            log.exception("could not record how job %s ended; will try again", job.id)
 
     def _claim(self, job_id: str, me: str) -> Job | None:
         """Claim ``job_id``, writing a held ending in the same transaction. If that fails, the
@@ -192,5 +197,6 @@ class Runner:
             return None
         if not isinstance(result, Mapping):
             raise TypeError(f"handler returned {type(result).__name__}, expected a dict or None")
-        value: dict[str, Any] = json.loads(json.dumps(dict(result)))
+        # NaN and infinities are not JSON: PostgreSQL would refuse them, and clients too.
+        value: dict[str, Any] = json.loads(json.dumps(dict(result), allow_nan=False))
         return value

@@ -70,17 +70,23 @@ class ScanResult:
 Probed = tuple[FoundFile, "VideoInfo | str", "str | None"]
 
 
+def _utf8(path: str, given: str) -> None:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = repr(given) if given == path else f"{given!r} (really {path!r})"
+        raise ScanRootError(f"{shown} is not valid UTF-8; rename it to scan it") from None
+
+
 def check_root(path: str, allowed_roots: tuple[str, ...] = ()) -> str:
     """The resolved root to scan, or ``ScanRootError`` saying why it cannot be scanned."""
     if "\0" in path:
         raise ScanRootError("the path contains a NUL byte")
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ScanRootError(f"{path!r} is not valid UTF-8; rename it to scan it") from None
+    _utf8(path, path)
     if not os.path.isabs(path):
         raise ScanRootError(f"{path!r} is not an absolute path")
     real = os.path.realpath(path)
+    _utf8(real, path)  # a link may lead where the name is not
     if allowed_roots and not any(within(real, root) for root in allowed_roots):
         raise ScanRootError(
             f"{path} is outside the allowed roots ({', '.join(allowed_roots)}); "
