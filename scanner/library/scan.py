@@ -117,8 +117,7 @@ def _not_mounted(root: str, vanished: dict[str, Known]) -> dict[str, list[str]]:
             place = os.path.dirname(place)
         if place not in places:
             try:
-                with os.scandir(place) as entries:
-                    places[place] = (os.stat(place).st_dev, next(entries, None) is None)
+                places[place] = (os.stat(place).st_dev, not os.listdir(place))
             except OSError:
                 places[place] = (known.device, False)  # unreadable: the walk said so
         device, empty = places[place]
