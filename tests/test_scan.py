@@ -10,14 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from scanner.config import DEFAULT_VIDEO_EXTENSIONS
 from scanner.errors import JobCancelled, ScanRootError
 from scanner.library.scan import Scanner, check_root, fingerprint
 from scanner.library.store import VideoStore
 from scanner.library.walk import WalkError, walk
-from scanner.schema import videos as videos_table
 from scanner.services import Services
 
 from conftest import submit_at_once
@@ -191,33 +189,6 @@ def test_videos_under_a_directory_the_walk_cannot_read_are_not_removed(
     assert (result.removed, result.unchanged, result.error_count) == (0, 1, 1)
     assert result.errors[0]["path"] == films
     assert set(videos(library)) == {"a.mp4", "films/b.webm", "films/c.avi"}
-
-
-@pytest.mark.parametrize("unmounted", [True, False])
-def test_videos_of_a_drive_that_is_not_mounted_are_left_as_they_were(
-    unmounted: bool, scanner: Scanner, library: VideoStore, media: Path, services: Services
-) -> None:
-    """Where a drive was mounted, an empty directory of another filesystem stays behind when
-    it is not; deleting its files leaves its own filesystem there."""
-    scanner.scan(str(media))
-    if unmounted:  # the library saw films/ on a filesystem of its own
-        with services.engine.begin() as conn:
-            conn.execute(
-                sa.update(videos_table)
-                .where(videos_table.c.path.like(f"{media}/films/%"))
-                .values(device=videos_table.c.device + 1)
-            )
-    for name in ("b.webm", "c.avi"):
-        (media / "films" / name).unlink()  # films/ is left empty
-    result = scanner.scan(str(media))
-    if unmounted:
-        assert (result.removed, result.error_count) == (0, 1)
-        assert result.errors[0]["path"] == str(media / "films")
-        assert "is the drive mounted?" in result.errors[0]["error"]
-        assert set(videos(library)) == {"a.mp4", "films/b.webm", "films/c.avi"}
-    else:
-        assert (result.removed, result.error_count) == (2, 0)
-        assert set(videos(library)) == {"a.mp4"}
 
 
 def test_hard_links_are_separate_videos(scanner: Scanner, library: VideoStore, media: Path) -> None:

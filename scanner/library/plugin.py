@@ -33,7 +33,7 @@ class ScanPayload(Schema):
     def _root_can_be_scanned(self, value: str, **kwargs: Any) -> None:
         # Checked when the job is submitted and again when it runs: a drive may be unmounted
         # in between, and a root gone with it must never empty the library. (A mount point
-        # left behind empty is caught by the scan itself: _not_mounted.)
+        # itself is left behind as an empty directory: docs/operations.md, known gaps.)
         try:
             check_root(value, self.allowed_roots)
         except ScanRootError as exc:

@@ -105,27 +105,6 @@ def check_root(path: str, allowed_roots: tuple[str, ...] = ()) -> str:
     return real
 
 
-def _not_mounted(root: str, vanished: dict[str, Known]) -> dict[str, list[str]]:
-    """The vanished videos that were not deleted but unmounted, by the directory in their
-    place: the nearest one left on their path is empty and on another filesystem than they
-    were (a mount point with its drive away). Deleted files leave their filesystem behind."""
-    found: dict[str, list[str]] = {}
-    places: dict[str, tuple[int, bool]] = {}  # directory: (its device, empty)
-    for path, known in vanished.items():
-        place = os.path.dirname(path)
-        while place not in (root, "/") and not os.path.isdir(place):
-            place = os.path.dirname(place)
-        if place not in places:
-            try:
-                places[place] = (os.stat(place).st_dev, not os.listdir(place))
-            except OSError:
-                places[place] = (known.device, False)  # unreadable: the walk said so
-        device, empty = places[place]
-        if empty and device != known.device:
-            found.setdefault(place, []).append(path)
-    return found
-
-
 # Told of each batch written: the videos added, updated (or moved back in), and removed.
 OnChange = Callable[[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]], None]
 
@@ -202,16 +181,7 @@ class Scanner:
             and not any(within(path, place) for place in unread)
         ]
         del seen
-        vanished = self.store.details(gone)
-        for place, paths in _not_mounted(root, vanished).items():
-            for path in paths:
-                del vanished[path]
-            result.error(
-                place,
-                f"{len(paths)} videos below it were on another filesystem, and it is now an "
-                "empty directory: is the drive mounted? They are left as they were",
-            )
-        self._probe_and_write(to_probe, self.store.details(known), vanished, result)
+        self._probe_and_write(to_probe, self.store.details(known), self.store.details(gone), result)
         return result
 
     def _inspect(self, path: str) -> Probed:
