@@ -56,7 +56,7 @@ def returns_nan(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def fails_with_a_nul_byte(ctx: JobContext, payload: dict[str, Any]) -> None:
-    raise ValueError("bad\x00byte")
+    raise ValueError("bad\x00byte in caf\udce9.mp4")  # a name that is not UTF-8, as Python has it
 
 
 MEETING = threading.Barrier(3)
@@ -91,7 +91,7 @@ def services(settings: Settings) -> Services:
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
-def test_an_error_with_a_nul_byte_is_recorded_on_every_database(
+def test_an_error_with_a_nul_byte_or_a_name_not_utf8_is_recorded_on_every_database(
     database: str, env: dict[str, str], request: pytest.FixtureRequest
 ) -> None:
     if database == "postgresql":  # whose text refuses the byte itself
@@ -99,7 +99,7 @@ def test_an_error_with_a_nul_byte_is_recorded_on_every_database(
     services = services_with(Settings.from_env(env), "local", scanner_job_types=lambda: TYPES)
     job = run_job(services, "nul")
     assert job.status is Status.FAILED
-    assert job.error == "ValueError: bad\\x00byte"
+    assert job.error == "ValueError: bad\\x00byte in caf\\udce9.mp4"
 
 
 def test_a_result_that_is_not_json_fails_the_job_with_the_reason(services: Services) -> None:

@@ -33,7 +33,7 @@ def requeue(services: Services, job: Job, consumer: str, outcome: str, error: st
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).replace("\x00", "\\x00")  # PostgreSQL's text refuses a NUL byte
+    text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -25,6 +25,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _storable_text(text: str) -> str:
+    """``text`` as every database can store it: a lone surrogate (from a file name that is
+    not UTF-8; no driver can encode one) and a NUL byte (PostgreSQL's text refuses it)
+    escaped. A job's error often quotes such a name."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     id: str
@@ -286,6 +293,8 @@ class JobStore:
         ``consumer``: only if that consumer holds it. ``outcome``: also record the attempt
         that ends here with it (an attempt the job row can tell, see ``finish``, needs none).
         """
+        if values.get("error") is not None:
+            values["error"] = _storable_text(values["error"])
         allowed = frozenset(only_from) or sources(target)
         key = (target, allowed, consumer is not None, tuple(sorted(values)))
         statement = self._moves.get(key)

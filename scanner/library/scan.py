@@ -86,12 +86,12 @@ def check_root(path: str, allowed_roots: tuple[str, ...] = ()) -> str:
     if not os.path.isabs(path):
         raise ScanRootError(f"{path!r} is not an absolute path")
     real = os.path.realpath(path)
-    _utf8(real, path)  # a link may lead where the name is not
     if allowed_roots and not any(within(real, root) for root in allowed_roots):
         raise ScanRootError(
             f"{path} is outside the allowed roots ({', '.join(allowed_roots)}); "
             "see SCANNER_ALLOWED_ROOTS"
         )
+    _utf8(real, path)  # a link may lead where the name is not (told only inside the roots)
     if not os.path.exists(real):
         raise ScanRootError(f"{path} does not exist (is the drive mounted?)")
     if not os.path.isdir(real):
