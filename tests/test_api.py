@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from scanner import JobType
 from scanner.app import create_app
 from scanner.config import Settings
 from scanner.jobs.states import Status
@@ -53,12 +54,18 @@ def test_submit_answers_202_with_the_job_and_its_location(
     assert client.get(response.headers["Location"]).json == {**job, "history": []}
 
 
-def test_submit_takes_the_type_defaults_unless_overridden(client: FlaskClient) -> None:
-    job = submit(client, "fail")
-    assert (job["retries"], job["priority"], job["timeout"]) == (2, 0, None)
-    body = {"type": "fail", "payload": {}, "retries": 0, "priority": 5, "timeout": 1.5}
+def test_submit_takes_the_type_defaults_unless_overridden(settings: Settings) -> None:
+    defaults = JobType(
+        "defaults", lambda ctx, payload: None, retries=3, retry_delay=0.5, timeout=9, priority=7
+    )
+    services = services_with(settings, scanner_job_types=lambda: [defaults])
+    client = create_app(services=services).test_client()
+    fields = ("retries", "retry_delay", "timeout", "priority")
+    job = submit(client, "defaults")
+    assert tuple(job[f] for f in fields) == (3, 0.5, 9, 7)
+    body = {"type": "defaults", "retries": 0, "retry_delay": 2, "timeout": 1.5, "priority": -5}
     job = client.post(JOBS, json=body).json
-    assert (job["retries"], job["priority"], job["timeout"]) == (0, 5, 1.5)
+    assert tuple(job[f] for f in fields) == (0, 2, 1.5, -5)
 
 
 @pytest.mark.parametrize(

@@ -149,7 +149,9 @@ def test_cancel_a_running_scan(
         what="the scan to make progress",
     )
     assert client.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 202
-    response = client.get(f"/api/v1/jobs/{job_id}/wait?timeout=1.5")
+    # Generous: the probes in flight finish first, and a loaded machine is slow. That the
+    # cancel stopped the scan early shows in how few files it read.
+    response = client.get(f"/api/v1/jobs/{job_id}/wait?timeout=30")
     assert response.status_code == 200 and response.json["status"] == "cancelled"
     listed = client.get(f"{VIDEOS}?limit=1000").json
     assert 0 < listed["total"] < 61

@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from flask_smorest import Blueprint
 
+import scanner.services
 from scanner import JobContext, JobType, ProbeError, VideoInfo
 from scanner.app import create_app
 from scanner.config import Settings
@@ -17,8 +19,9 @@ from scanner.jobs.states import Status
 from scanner.plugins import hookspecs
 from scanner.services import Services, build_services
 from scanner.testing import run_job
+from scanner.worker import create_consumer
 
-from conftest import services_with
+from conftest import fake_plugin, services_with
 from media import make_video
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,14 +44,24 @@ def test_hook_scanner_job_types(settings: Settings) -> None:
     assert job.status is Status.COMPLETE and job.result["loud"] == ""
 
 
-def test_hook_scanner_startup(settings: Settings) -> None:
+def test_hook_scanner_startup(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str, Services]] = []
-    services = services_with(
-        settings, scanner_startup=lambda role, services: calls.append((role, services))
+    plugin = fake_plugin(scanner_startup=lambda role, services: calls.append((role, services)))
+    installed = scanner.services.get_plugin_manager
+    # The plugin joins the installed ones wherever a process loads them.
+    monkeypatch.setattr(
+        scanner.services,
+        "get_plugin_manager",
+        lambda settings, **options: installed(settings, extra=[("startup", plugin)], **options),
     )
-    assert calls == [("script", services)]
-    build_services(settings, services.plugins, role="web")  # what create_app does
-    assert [role for role, _ in calls] == ["script", "web"]
+    app = create_app(settings)
+    consumer = create_consumer(settings)
+    script = build_services(settings)
+    assert calls == [
+        ("web", app.extensions["scanner"]),
+        ("consumer", consumer),
+        ("script", script),
+    ]
 
 
 def test_hook_scanner_probe(settings: Settings, tmp_path: Path) -> None:

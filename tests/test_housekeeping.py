@@ -68,6 +68,8 @@ def test_pending_jobs_without_a_message_are_queued_once_the_queue_is_empty(
 def test_retention_removes_old_finished_jobs_only(services: Services, keeper: Housekeeper) -> None:
     old_done = services.jobs.submit("echo", {"text": "a"})
     services.store.claim(old_done.id, "testhost:1:abc")
+    services.store.retry_later(old_done.id, "failed once", 0, "testhost:1:abc")  # an attempt row
+    services.store.claim(old_done.id, "testhost:1:abc")
     services.store.finish(old_done.id, Status.COMPLETE)
     old_pending = services.jobs.submit("echo", {"text": "b"})
     old_running = services.jobs.submit("echo", {"text": "c"})
@@ -77,6 +79,8 @@ def test_retention_removes_old_finished_jobs_only(services: Services, keeper: Ho
         age(services, table, column, days=8)
     recent = services.jobs.submit("echo", {"text": "d"})
     services.store.claim(recent.id, "testhost:1:abc")
+    services.store.retry_later(recent.id, "failed once", 0, "testhost:1:abc")
+    services.store.claim(recent.id, "testhost:1:abc")
     services.store.finish(recent.id, Status.COMPLETE)
 
     assert keeper.purge_if_due() == 1
@@ -85,7 +89,7 @@ def test_retention_removes_old_finished_jobs_only(services: Services, keeper: Ho
     with services.engine.connect() as conn:
         attempts = conn.execute(sa.select(job_attempts.c.job_id)).scalars().all()
         silent = conn.execute(sa.select(consumers.c.id)).scalars().all()
-    assert old_done.id not in attempts
+    assert old_done.id not in attempts and recent.id in attempts
     assert silent == []
     assert keeper.purge_if_due() == 0  # not again until PURGE_EVERY has passed
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +13,7 @@ from scanner.app import create_app
 from scanner.config import Settings
 from scanner.db import create_engine, migrate, schema_version
 from scanner.errors import ConfigError
+from scanner.jobs.store import Job
 from scanner.queue import create_huey
 from scanner.schema import MIGRATIONS
 from scanner.services import build_services
@@ -70,6 +73,18 @@ def test_postgres_admits_one_of_simultaneous_overlapping_scans(
 ) -> None:
     env.update(SCANNER_DATABASE_URL=postgres_url, SCANNER_QUEUE_URL=redis_url)
     services = build_services(Settings.from_env(env))
+    create = services.store.create
+
+    def create_slowly(*args: Any, unless: Callable[[list[Job]], None], **options: Any) -> Job:
+        # The overlap check takes its time, as on a busy server: without the lock around it,
+        # every submission would find no scan active and all six would be admitted.
+        def check(active: list[Job]) -> None:
+            time.sleep(0.2)
+            unless(active)
+
+        return create(*args, unless=check, **options)
+
+    services.store.create = create_slowly  # type: ignore[method-assign]
     outcomes = submit_at_once(services, 6, "scan", {"path": str(tmp_path)})
     services.engine.dispose()
     assert outcomes == ["accepted"] + ["refused"] * 5

@@ -13,6 +13,7 @@ import pytest
 
 from scanner.config import DEFAULT_VIDEO_EXTENSIONS
 from scanner.errors import JobCancelled, ScanRootError
+from scanner.library.probe import VideoInfo, probe
 from scanner.library.scan import Scanner, check_root, fingerprint
 from scanner.library.store import VideoStore
 from scanner.library.walk import WalkError, walk
@@ -82,7 +83,15 @@ def test_rescan_of_an_unchanged_tree_probes_nothing(
 ) -> None:
     scanner.scan(str(media))
     before = videos(library)
-    result = scanner.scan(str(media))
+    probed: list[str] = []
+
+    def counting_probe(path: str, timeout: float) -> VideoInfo:
+        probed.append(path)
+        return probe(path, timeout)
+
+    rescan = Scanner(library, extensions=DEFAULT_VIDEO_EXTENSIONS, probe=counting_probe)
+    result = rescan.scan(str(media))
+    assert probed == []
     assert (result.scanned, result.unchanged, result.new, result.updated) == (3, 3, 0, 0)
     assert videos(library) == before  # not even updated_at moved
 
