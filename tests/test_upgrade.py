@@ -4,6 +4,7 @@ today's code."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -17,10 +18,18 @@ V1_JOB = (
     "INSERT INTO jobs (id, type, status, payload, progress, result, error, attempts, retries,"
     " retry_delay, timeout, priority, created_at, updated_at, started_at, finished_at,"
     " next_attempt_at, cancel_requested_at, consumer) VALUES"
-    " ('{id}', 'echo', '{status}', '{{\"text\": \"old\"}}', {progress}, {result}, NULL,"
-    " {attempts}, 0, 0.0, NULL, 0, '2026-01-01 10:00:00', '2026-01-01 10:00:05',"
-    " {started}, {finished}, NULL, NULL, {consumer})"
+    " (:id, 'echo', :status, '{\"text\": \"old\"}', :progress, :result, NULL, :attempts, 0,"
+    " 0.0, NULL, 0, '2026-01-01 10:00:00', '2026-01-01 10:00:05', :started, :finished, NULL,"
+    " NULL, :consumer)"
 )
+
+
+def insert_old_job(conn: Any, id: str, status: str, **values: Any) -> None:
+    """A job row as older code wrote it: not run unless ``values`` say otherwise."""
+    row = dict(progress=None, result=None, attempts=0, started=None, finished=None, consumer=None)
+    conn.exec_driver_sql(V1_JOB, {**row, **values, "id": id, "status": status})
+
+
 V1_VIDEO = (
     "INSERT INTO videos (path, filename, file_size, mtime_ns, device, inode, duration_seconds,"
     " width, height, frame_rate, video_codec, audio_codec, container, fingerprint,"
@@ -34,30 +43,18 @@ def make_v1_data_dir(data_dir: Path) -> None:
     engine = create_engine(f"sqlite:///{data_dir}/scanner.db")
     assert migrate(engine, MIGRATIONS[:1]) == 1
     with engine.begin() as conn:
-        conn.exec_driver_sql(
-            V1_JOB.format(
-                id="done",
-                status="complete",
-                progress=1.0,
-                result='\'{"echo": "old"}\'',
-                attempts=1,
-                started="'2026-01-01 10:00:01'",
-                finished="'2026-01-01 10:00:05'",
-                consumer="'oldhost:42'",
-            )
+        insert_old_job(
+            conn,
+            "done",
+            "complete",
+            progress=1.0,
+            result='{"echo": "old"}',
+            attempts=1,
+            started="2026-01-01 10:00:01",
+            finished="2026-01-01 10:00:05",
+            consumer="oldhost:42",
         )
-        conn.exec_driver_sql(
-            V1_JOB.format(
-                id="waiting",
-                status="pending",
-                progress="NULL",
-                result="NULL",
-                attempts=0,
-                started="NULL",
-                finished="NULL",
-                consumer="NULL",
-            )
-        )
+        insert_old_job(conn, "waiting", "pending")
         conn.exec_driver_sql(V1_VIDEO)
     engine.dispose()
 
@@ -90,17 +87,14 @@ def test_an_attempt_left_open_by_version_2_code_can_end(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite:///{tmp_path}/scanner.db")
     assert migrate(engine, MIGRATIONS[:2]) == 2
     with engine.begin() as conn:
-        conn.exec_driver_sql(
-            V1_JOB.format(
-                id="running",
-                status="running",
-                progress=0.5,
-                result="NULL",
-                attempts=1,
-                started="'2026-01-01 10:00:01'",
-                finished="NULL",
-                consumer="'oldhost:42:abcd1234'",
-            )
+        insert_old_job(
+            conn,
+            "running",
+            "running",
+            progress=0.5,
+            attempts=1,
+            started="2026-01-01 10:00:01",
+            consumer="oldhost:42:abcd1234",
         )
         conn.exec_driver_sql(
             "INSERT INTO job_attempts (job_id, number, consumer, started_at) VALUES"

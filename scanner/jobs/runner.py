@@ -80,15 +80,19 @@ class Runner:
         """Write every ending still held. Huey calls this when a worker finds the queue empty
         and when the consumer stops, where no one could handle an error: an ending the
         database refuses is logged and held for the next try."""
-        refused: list[Ending] = []
-        while ending := self._take_held():
+        taken = []
+        while ending := self._take_held():  # all first: one refused is held again, not retried
+            taken.append(ending)
+        for ending in taken:
             try:
                 self._write(ending)
             except Exception:
-                refused.append(ending)
-                log.exception("could not record how job %s ended; will try again", ending.job_id)
-        for ending in refused:
-            self._held[ending.job_id] = ending
+                self._hold_refused(ending)
+
+    def _hold_refused(self, ending: Ending) -> None:
+        """Hold an ending the database refused, for the next claim or settle to try again."""
+        self._held[ending.job_id] = ending
+        log.exception("could not record how job %s ended; will try again", ending.job_id)
 
     def _take_held(self) -> Ending | None:
         try:
@@ -120,8 +124,7 @@ class Runner:
         try:
             self._write(ending)
         except Exception:
-            self._held[job.id] = ending
-            log.exception("could not record how job %s ended; will try again", job.id)
+            self._hold_refused(ending)
 
     def _claim(self, job_id: str, me: str) -> Job | None:
         """Claim ``job_id``, writing a held ending in the same transaction. If that fails, the
@@ -133,8 +136,7 @@ class Runner:
         try:
             return self.services.store.claim(job_id, me, after=after)
         except Exception:
-            self._held[after.job_id] = after
-            log.exception("could not record how job %s ended; will try again", after.job_id)
+            self._hold_refused(after)
         return self.services.store.claim(job_id, me)
 
     def run(self, job_id: str) -> None:

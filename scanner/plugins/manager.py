@@ -72,16 +72,17 @@ class Plugins:
                     self.fail(impl.plugin_name, error)
                 else:
                     log.exception("plugin %s: %s", impl.plugin_name, error)
-                    self.infos.setdefault(
-                        impl.plugin_name, PluginInfo(impl.plugin_name)
-                    ).last_error = error
+                    self._info(impl.plugin_name).last_error = error
         return results
 
     def fail(self, name: str, error: str) -> None:
         """Record (and log) what went wrong with a plugin; it shows in ``GET /plugins``."""
         log.error("plugin %s: %s", name, error)
-        info = self.infos.setdefault(name, PluginInfo(name))
+        info = self._info(name)
         info.error = error if info.error is None else f"{info.error}; {error}"
+
+    def _info(self, name: str) -> PluginInfo:
+        return self.infos.setdefault(name, PluginInfo(name))
 
     def _collect_job_types(self, settings: Settings) -> dict[str, JobType]:
         types: dict[str, JobType] = {}
