@@ -8,6 +8,7 @@ queueing; thumbnails can still be asked for with ``POST /api/v1/jobs``.
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +73,13 @@ def make_thumbnail(video: dict[str, Any], target: Path, at: float) -> tuple[int,
         frame = next(container.decode(stream))
         image = frame.to_image()
     image.thumbnail((WIDTH, WIDTH * 4))
-    partial = target.with_suffix(".part")
-    image.save(partial, "JPEG", quality=85)
-    os.replace(partial, target)  # readers never see half a file
+    # A name of its own: two jobs may thumbnail one video at once (two scans queued it).
+    partial = target.with_name(f"{target.stem}.{uuid.uuid4().hex}.part")
+    try:
+        image.save(partial, "JPEG", quality=85)
+        os.replace(partial, target)  # readers never see half a file
+    finally:
+        partial.unlink(missing_ok=True)
     return image.width, image.height
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import av
 import pytest
 from flask.testing import FlaskClient
 from PIL import Image
-from scanner_thumbnails.plugin import thumbnail_path
+from scanner_thumbnails.plugin import make_thumbnail, thumbnail_path
 
 from scanner.config import Settings
 from scanner.services import Services, build_services
@@ -113,3 +114,18 @@ def test_a_video_that_cannot_be_decoded_is_an_error_not_a_failure(
     assert job.status == "complete"
     assert job.result["made"] == 0 and job.result["missing_videos"] == 1
     assert job.result["errors"][0]["video_id"] == video["id"]
+
+
+def test_jobs_thumbnailing_one_video_at_once_each_write_a_whole_file(
+    video: dict[str, Any], scanner_services: Services
+) -> None:
+    # Two scans, or a scan and a request, can queue the same video: their workers must not
+    # write into each other's unfinished file.
+    target = thumbnail_path(scanner_services.settings, video["id"])
+    with ThreadPoolExecutor(8) as pool:
+        sizes = list(pool.map(lambda _: make_thumbnail(video, target, 0.1), range(40)))
+    assert set(sizes) == {(320, 180)}
+    with Image.open(target) as image:
+        image.load()  # a torn file fails here
+        assert image.size == (320, 180)
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
