@@ -33,6 +33,10 @@ def _normalise_url(url: str) -> sa.URL:
     return parsed
 
 
+def _casefold(text: str | None) -> str | None:
+    return None if text is None else text.casefold()
+
+
 def create_engine(url: str) -> Engine:
     """An engine for ``url``, tuned so many threads and processes can share one SQLite file."""
     parsed = _normalise_url(url)
@@ -55,6 +59,7 @@ def create_engine(url: str) -> Engine:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+        dbapi_conn.create_function("casefold", 1, _casefold, deterministic=True)
 
     def _do_begin(dbapi_conn: Any) -> None:
         # Reads see one snapshot from BEGIN to the end; ``write`` has begun its own already.

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from scanner.config import DEFAULT_VIDEO_EXTENSIONS
+from scanner.config import DEFAULT_VIDEO_EXTENSIONS, Settings
 from scanner.errors import JobCancelled, ScanRootError
 from scanner.library.probe import VideoInfo, probe
 from scanner.library.scan import Scanner, check_root, fingerprint
 from scanner.library.store import VideoStore
 from scanner.library.walk import WalkError, walk
-from scanner.services import Services
+from scanner.services import Services, build_services
 
 from conftest import submit_at_once
 from media import make_text_as_video, make_truncated, make_video, make_zero_byte
@@ -137,6 +137,24 @@ def test_a_renamed_file_keeps_its_id(scanner: Scanner, library: VideoStore, medi
     found = videos(library, include_missing=True)
     assert "a.mp4" not in found
     assert found["films/renamed.mp4"]["id"] == old["id"]
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_search_finds_a_path_in_any_case_accented_letters_too(
+    database: str, env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if database == "postgresql":
+        env = {**env, "SCANNER_DATABASE_URL": request.getfixturevalue("postgres_url")}
+    library = build_services(Settings.from_env(env)).library
+    root = tmp_path / "media"
+    root.mkdir()
+    shutil.copy(make_video(tmp_path / "v.mp4"), root / "Été Ölfilm 100%_a.mp4")
+    shutil.copy(tmp_path / "v.mp4", root / "other.mp4")
+    Scanner(library, extensions=DEFAULT_VIDEO_EXTENSIONS, probe_timeout=5).scan(str(root))
+    for q in ("ÉTÉ", "été", "ölFILM", "100%_A"):
+        rows, total = library.search(q=q)
+        assert total == 1 and rows[0]["filename"] == "Été Ölfilm 100%_a.mp4", q
+    assert library.search(q="0%_b")[1] == 0  # % and _ are the letters, not wildcards
 
 
 def test_a_copied_then_deleted_file_is_recognised_by_fingerprint(

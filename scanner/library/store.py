@@ -35,6 +35,15 @@ class VideoStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
+    def _contains(self, q: str) -> sa.ColumnElement[bool]:
+        """Paths holding ``q``, in any case, accented and other letters too."""
+        if self.engine.dialect.name == "sqlite":
+            # SQLite folds the case of ASCII letters only (LIKE, lower()): Python's casefold,
+            # registered on each connection (scanner.db), folds É to é and Ö to ö as well.
+            pattern = f"%{_escape_like(q.casefold())}%"
+            return sa.func.casefold(videos.c.path).like(pattern, escape="\\")
+        return videos.c.path.ilike(f"%{_escape_like(q)}%", escape="\\")
+
     def snapshot(self, root: str) -> dict[str, tuple[int, int, bool]]:
         """``(size, mtime_ns, missing)`` of every video below ``root``, by path, in one query.
 
@@ -116,7 +125,7 @@ class VideoStore:
         if not include_missing:
             where.append(videos.c.missing_since.is_(None))
         if q:
-            where.append(videos.c.path.ilike(f"%{_escape_like(q)}%", escape="\\"))
+            where.append(self._contains(q))
         column = videos.c[sort.lstrip("-")]
         order = column.desc() if sort.startswith("-") else column.asc()
         query = (
