@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 from typing import Any
 
@@ -10,7 +11,7 @@ import swagger_ui_bundle
 from flask import Flask, request, send_from_directory
 from flask.typing import ResponseReturnValue
 from flask_smorest import Api
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter
 
 from scanner import __version__
@@ -21,6 +22,9 @@ from scanner.services import Services, build_services
 API_PREFIX = "/api/v1"
 OPEN_PATHS = frozenset({f"{API_PREFIX}/health"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# A job's payload names things (paths, ids); it does not carry them. A larger body is refused
+# (413) before it is read, rather than stored twice (payload and result) and listed back.
+MAX_BODY = 1 << 20
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,9 @@ class ScannerApi(Api):  # type: ignore[misc]
         """flask-smorest's JSON error body, always with a ``message`` a person can act on."""
         payload, code, headers = super().handle_http_exception(error)
         payload.setdefault("message", error.description)
-        return payload, code, headers
+        # Werkzeug's own headers, as a 405's Allow, without its HTML Content-Type.
+        kept = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+        return payload, code, {**kept, **(headers or {})}
 
 
 def _security(token: str) -> dict[str, Any]:
@@ -56,6 +62,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         services = build_services(settings or Settings.from_env(), role="web")
     app = Flask(__name__)
     app.url_map.converters["int"] = StoredInteger
+    # Werkzeug would answer /api//v1/jobs with an HTML redirect; here it is a JSON 404.
+    app.url_map.merge_slashes = False
     app.config.update(
         API_TITLE="scanner",
         API_VERSION=__version__,
@@ -66,6 +74,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         # Served from the swagger-ui-bundle package: the docs work with no internet access.
         OPENAPI_SWAGGER_UI_URL="/api/docs/static/",
         API_SPEC_OPTIONS=_security(services.settings.api_token),
+        # One byte over: Werkzeug cuts a chunked body at the limit without a word; a body
+        # read to one byte past MAX_BODY is known to be too large (``_read_json``).
+        MAX_CONTENT_LENGTH=MAX_BODY + 1,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep fields in schema order
     app.extensions["scanner"] = services
@@ -94,13 +105,54 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             return
         token = services.settings.api_token
         if token and request.path not in OPEN_PATHS:
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                abort(401, message="send the API token as 'Authorization: Bearer <token>'")
+            # The scheme's name is case-insensitive (RFC 9110); the token is compared whole,
+            # in constant time.
+            scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), token.encode()
+            ):
+                abort(
+                    401,
+                    message="send the API token as 'Authorization: Bearer <token>'",
+                    headers={"WWW-Authenticate": 'Bearer realm="scanner"'},
+                )
         # PostgreSQL's text cannot hold a NUL byte, and no path, id or name has one.
         if "\0" in request.path or any("\0" in v for _, v in request.args.items(multi=True)):
             abort(400, message="the URL holds a NUL byte (%00); remove it")
-        if request.method in BODY_METHODS and request.content_length and not request.is_json:
-            abort(415, message="send the request body as JSON, with Content-Type: application/json")
+        if request.method in BODY_METHODS and _has_body():
+            if not request.is_json:
+                abort(
+                    415,
+                    message="send the request body as JSON, with Content-Type: application/json",
+                )
+            _read_json()
 
     return app
+
+
+def _has_body() -> bool:
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    return bool(request.content_length) or chunked
+
+
+def _read_json() -> None:
+    """Read the JSON body once here, so any body Python cannot read (nested too deeply, a
+    number of thousands of digits, not JSON at all) gets a 400 that says why, for every route,
+    plugins' too: webargs turns only a syntax error into a 400, and the rest into a 500."""
+    try:
+        body = request.get_data(cache=True)  # cached: webargs reads the same bytes
+        if len(body) > MAX_BODY:
+            raise RequestEntityTooLarge()
+        json.loads(body)
+    except RequestEntityTooLarge:
+        abort(
+            413,
+            message=f"the body is over {MAX_BODY:,} bytes; a job's payload names files, "
+            "it does not hold them",
+        )
+    except RecursionError:
+        abort(400, message="the JSON body is nested too deeply to read")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        abort(400, message=f"the body is not valid JSON: {exc}")
+    except ValueError:  # Python reads no integer of over 4,300 digits
+        abort(400, message="the JSON body holds a number too long to read")

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from huey import Huey
-from huey.storage import PostgresStorage, PriorityRedisStorage, SqliteStorage
+from huey.storage import PostgresStorage, PriorityRedisStorage, RedisStorage, SqliteStorage
 from sqlalchemy import make_url
 
 from scanner.errors import ConfigError
@@ -147,6 +147,14 @@ class JobQueue:
             self._task.schedule((job_id,), delay=delay, priority=priority, timeout=timeout)
         else:
             self._task(job_id, priority=priority, timeout=timeout)
+
+    @property
+    def backend(self) -> str:
+        """The storage, named as in SCANNER_QUEUE_URL: sqlite, redis or postgresql."""
+        storage = self.huey.storage
+        if isinstance(storage, SqliteStorage):
+            return "sqlite"
+        return "redis" if isinstance(storage, RedisStorage) else "postgresql"
 
     def pending_count(self) -> int:
         return int(self.huey.pending_count()) + int(self.huey.scheduled_count())

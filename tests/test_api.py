@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -82,6 +83,8 @@ def test_submit_takes_the_type_defaults_unless_overridden(settings: Settings) ->
         ),
         ({"payload": {}}, {"type": ["Missing data for required field."]}),
         ({"type": "echo", "payload": []}, {"payload": ["Not a valid mapping type."]}),
+        ({"type": "echo", "retries": 2.9}, {"retries": ["Not a valid integer."]}),  # not 2
+        ({"type": "echo", "priority": "7"}, {"priority": ["Not a valid integer."]}),
         (
             {"type": "echo", "retries": -1},
             {"retries": ["Must be greater than or equal to 0 and less than or equal to 100."]},
@@ -120,9 +123,41 @@ def test_malformed_json_and_wrong_content_type(client: FlaskClient) -> None:
     assert_error(client.post(JOBS, data="type=echo", content_type="text/plain"), 415, "JSON")
 
 
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ('{"type": "echo", "payload": ' + "[" * 5000 + "]" * 5000 + "}", "nested too deeply"),
+        ('{"type": "echo", "priority": ' + "9" * 5000 + "}", "a number too long"),
+        (b'{"type": "\xff"}', "not valid JSON: 'utf-8' codec can't decode byte 0xff"),
+        ('{"type": "echo",}', "not valid JSON: Expecting property name"),
+    ],
+)
+def test_a_body_python_cannot_read_is_a_400_that_says_why(
+    client: FlaskClient, services: Services, body: str | bytes, message: str
+) -> None:
+    for route in (JOBS, "/api/v1/videos/scan"):
+        assert_error(client.post(route, data=body, content_type="application/json"), 400, message)
+    assert services.store.list_jobs()[1] == 0
+
+
+def test_a_body_over_a_mebibyte_is_refused_unread(client: FlaskClient, services: Services) -> None:
+    def body(size: int) -> bytes:
+        empty = json.dumps({"type": "echo", "payload": {"text": ""}}).encode()
+        return empty.replace(b'""', b'"' + b"x" * (size - len(empty)) + b'"')
+
+    json_body = {"content_type": "application/json"}
+    assert client.post(JOBS, data=body(1 << 20), **json_body).status_code == 202
+    assert_error(client.post(JOBS, data=body((1 << 20) + 1), **json_body), 413, "1,048,576")
+    assert_error(client.post(JOBS, data=body(5 << 20), **json_body), 413, "1,048,576")
+    assert services.store.list_jobs()[1] == 1
+
+
 def test_unknown_routes_and_methods_answer_json(client: FlaskClient) -> None:
     assert_error(client.get("/api/v1/nowhere"), 404, "not found")
-    assert_error(client.delete(JOBS), 405, "not allowed")
+    assert_error(client.get("/api//v1/jobs"), 404)  # not Werkzeug's HTML redirect
+    not_allowed = client.delete(JOBS)
+    assert_error(not_allowed, 405, "not allowed")
+    assert set(not_allowed.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS", "POST"}
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
@@ -159,6 +194,7 @@ def test_list_filters_pages_and_validates(client: FlaskClient, services: Service
     assert (body["limit"], body["offset"]) == (2, 1)
     body = client.get(f"{JOBS}?status=running").json
     assert [j["job_id"] for j in body["jobs"]] == [sleeper]
+    assert client.get(f"{JOBS}?type=&status=").json["total"] == 4  # a form left empty
     assert client.get(f"{JOBS}?status=running,pending").json["total"] == 4
     assert_error(client.get(f"{JOBS}?limit=-1"), 422)["errors"]["query"]["limit"]
     assert_error(client.get(f"{JOBS}?offset=x"), 422)["errors"]["query"]["offset"]
@@ -218,7 +254,7 @@ def test_health_without_a_consumer_is_degraded(client: FlaskClient) -> None:
         "backend": "sqlite",
         "schema_version": len(MIGRATIONS),
     }
-    assert body["queue"]["status"] == "ok" and body["queue"]["waiting"] == 0
+    assert body["queue"] == {"status": "ok", "backend": "sqlite", "waiting": 0}
     assert body["consumers"]["alive"] == 0 and body["consumers"]["last_heartbeat"] is None
 
 
@@ -260,12 +296,18 @@ def test_health_is_503_when_the_database_is_unreachable(tmp_path: Any) -> None:
 def test_api_token_guards_everything_but_health(tmp_path: Any) -> None:
     settings = Settings.from_env({"SCANNER_DATA_DIR": str(tmp_path), "SCANNER_API_TOKEN": "s3"})
     client = create_app(settings).test_client()
-    assert_error(client.get(JOBS), 401, "Authorization: Bearer")
-    assert_error(client.get(JOBS, headers={"Authorization": "Bearer nope"}), 401)
-    assert client.get(JOBS, headers={"Authorization": "Bearer s3"}).status_code == 200
+    refused = client.get(JOBS)
+    assert_error(refused, 401, "Authorization: Bearer")
+    assert refused.headers["WWW-Authenticate"] == 'Bearer realm="scanner"'
+    for wrong in ("Bearer nope", "Bearer s", "Bearer s3x", "Basic s3", "s3", "Bearer"):
+        assert_error(client.get(JOBS, headers={"Authorization": wrong}), 401)
+    for right in ("Bearer s3", "bearer s3", "BEARER  s3 "):  # the scheme has no case
+        assert client.get(JOBS, headers={"Authorization": right}).status_code == 200
     assert client.get("/api/v1/health").status_code == 200
     spec = client.get("/api/openapi.json").json
     assert spec["components"]["securitySchemes"]["token"] == {"type": "http", "scheme": "bearer"}
+    assert spec["security"] == [{"token": []}]
+    assert spec["paths"]["/api/v1/health"]["get"]["security"] == []  # open, as it is
 
 
 def test_openapi_document_and_docs_are_served_offline(client: FlaskClient) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Callable
 
 import requests
 
 from conftest import ServiceProcess, free_port, health, procfile, wait_until
+
+JSON = {"Content-Type": "application/json"}
+TEXT = {"Content-Type": "text/plain"}
 
 
 def test_make_run_serves_and_runs_jobs(
@@ -31,6 +35,14 @@ def test_make_run_serves_and_runs_jobs(
     assert job["status"] == "complete" and job["result"]["echo"] == "over http"
     html = requests.get(f"{base}/api/v1/jobs/nope", timeout=5)
     assert html.status_code == 404 and html.headers["Content-Type"] == "application/json"
+    # A body sent in chunks (no Content-Length, as from a generator) is checked all the same.
+    chunked = requests.post(
+        f"{base}/api/v1/jobs", data=iter([b'{"type": "echo"}']), headers=TEXT, timeout=5
+    )
+    assert chunked.status_code == 415 and "JSON" in chunked.json()["message"]
+    big = json.dumps({"type": "echo", "payload": {"text": "x" * (1 << 20)}}).encode()
+    too_big = requests.post(f"{base}/api/v1/jobs", data=iter([big]), headers=JSON, timeout=10)
+    assert too_big.status_code == 413 and "1,048,576 bytes" in too_big.json()["message"]
 
 
 def test_jobs_submitted_while_no_consumer_runs_survive_a_web_restart(

@@ -35,6 +35,7 @@ def run_echo_jobs(env: dict[str, str], start_consumer: Callable[..., ConsumerPro
         assert job["status"] == "complete" and job["result"]["echo"] == str(n)
     health = client.get("/api/v1/health").json
     assert health["database"]["backend"] == "postgresql"
+    assert health["queue"]["backend"] == env["SCANNER_QUEUE_URL"].split(":")[0]  # redis, ...
 
 
 def test_postgres_database_with_redis_queue(

@@ -59,6 +59,7 @@ def create_blueprint(services: Services) -> Blueprint:
         }
 
     @blp.route("/health")
+    @blp.doc(security=[])  # open even when a token guards the rest
     @blp.response(200, HealthSchema)
     @blp.alt_response(503, schema=HealthSchema, description="Database or queue unreachable.")
     def health() -> Any:
@@ -73,7 +74,7 @@ def create_blueprint(services: Services) -> Blueprint:
             ),
             "queue": _check(
                 lambda: {
-                    "backend": type(services.queue.huey).__name__,
+                    "backend": services.queue.backend,
                     "waiting": services.queue.pending_count(),
                 }
             ),

@@ -48,7 +48,7 @@ class JobSchema(Schema):
 
 class AttemptSchema(Schema):
     number = fields.Integer()
-    consumer = fields.String(metadata={"description": "host:pid of the consumer."})
+    consumer = fields.String(metadata={"description": "The consumer, as host:pid:token."})
     started_at = fields.DateTime()
     finished_at = fields.DateTime(allow_none=True)
     outcome = fields.String(
@@ -71,9 +71,10 @@ class JobDetailSchema(JobSchema):
 class JobSubmitSchema(Schema):
     type = fields.String(required=True, validate=validate.Length(min=1, max=100))
     payload = fields.Dict(load_default=dict)
-    priority = fields.Integer(validate=validate.Range(-1000, 1000))
+    # strict: "7" or 2.9 is refused, not read as 7 or 2.
+    priority = fields.Integer(strict=True, validate=validate.Range(-1000, 1000))
     timeout = fields.Float(validate=validate.Range(min=0, max=LONGEST, min_inclusive=False))
-    retries = fields.Integer(validate=validate.Range(0, 100))
+    retries = fields.Integer(strict=True, validate=validate.Range(0, 100))
     retry_delay = fields.Float(validate=validate.Range(0, LONGEST))
 
 
@@ -82,7 +83,7 @@ class JobListArgs(Schema):
         fields.String(validate=validate.OneOf([s.value for s in Status])),
         metadata={"description": "One status, or several separated by commas."},
     )
-    type = fields.String()
+    type = fields.String(metadata={"description": "One job type; empty: every type."})
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 1000))
     offset = fields.Integer(load_default=0, validate=validate.Range(0, LARGEST_OFFSET))
 
@@ -170,7 +171,7 @@ def create_blueprint(services: Services, api: Api) -> Blueprint:
             """List jobs, newest first, filtered by status and type."""
             found, total = store.list_jobs(
                 status=[Status(s) for s in args.get("status", [])],
-                type=args.get("type"),
+                type=args.get("type") or None,  # ?type= (a form left empty) filters nothing
                 limit=args["limit"],
                 offset=args["offset"],
             )
