@@ -41,6 +41,10 @@ def backup(settings: Settings, destination: Path) -> list[Path]:
         if not source.exists():
             raise ConfigError(f"{source} does not exist; is SCANNER_DATA_DIR right?")
         target = destination / source.name
+        # Readable by its owner only, as the database should be: it holds every job's payload
+        # and every video's path. (chmod too: an older copy may be there with other modes.)
+        target.touch(mode=0o600)
+        target.chmod(0o600)
         with (
             closing(sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)) as src,
             closing(sqlite3.connect(target)) as dst,

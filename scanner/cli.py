@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -101,6 +102,8 @@ def backup(destination: Path) -> None:
         written = do_backup(Settings.from_env(), destination)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    except (OSError, sqlite3.Error) as exc:  # no room, no permission, not a directory...
+        raise click.ClickException(f"could not back up into {destination}: {exc}") from None
     for path in written:
         click.echo(f"wrote {path}")
 

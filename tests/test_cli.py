@@ -31,6 +31,7 @@ def test_backup_copies_a_consistent_database_and_queue(
     assert result.exit_code == 0, result.output
     assert f"wrote {tmp_path / 'copy' / 'scanner.db'}" in result.output
     for name in ("scanner.db", "queue.db"):
+        assert (tmp_path / "copy" / name).stat().st_mode & 0o777 == 0o600  # private
         with sqlite3.connect(tmp_path / "copy" / name) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     restored = create_app(Settings.from_env({"SCANNER_DATA_DIR": str(tmp_path / "copy")}))
@@ -59,3 +60,12 @@ def test_backup_explains_what_it_cannot_copy(env: dict[str, str], tmp_path: Path
     env["SCANNER_DATABASE_URL"] = "postgresql://localhost/scanner"
     remote = CliRunner().invoke(main, ["backup", str(tmp_path / "x")], env=env)
     assert remote.exit_code == 1 and "pg_dump" in remote.output
+
+
+def test_backup_into_a_place_it_cannot_write_says_so(
+    env: dict[str, str], services: Services, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    result = CliRunner().invoke(main, ["backup", str(tmp_path / "a-file" / "copy")], env=env)
+    assert result.exit_code == 1 and not isinstance(result.exception, OSError)
+    assert f"Error: could not back up into {tmp_path / 'a-file' / 'copy'}: " in result.output
