@@ -216,4 +216,22 @@ def _v3_no_open_attempts(conn: Connection) -> None:
     conn.execute(sa.text("DELETE FROM job_attempts WHERE finished_at IS NULL"))
 
 
-MIGRATIONS = [_v1_initial, _v2_attempt_history, _v3_no_open_attempts]
+def _v4_probe_sizeless_videos_again(conn: Connection) -> None:
+    """Videos recorded with a codec but no size are probed again at their next scan.
+
+    Code before this version recorded MPEG-4 Part 2 in MP4 or MOV, H.263 in 3GP and Sorenson
+    Spark in FLV without width and height: their size is in the bitstream, which its probe
+    never decoded. A scan probes a file again when its size or modification time differs
+    from its row's, and -1 ns before 1970 is no file's modification time.
+    """
+    conn.execute(
+        sa.text("UPDATE videos SET mtime_ns = -1 WHERE width IS NULL AND video_codec IS NOT NULL")
+    )
+
+
+MIGRATIONS = [
+    _v1_initial,
+    _v2_attempt_history,
+    _v3_no_open_attempts,
+    _v4_probe_sizeless_videos_again,
+]

@@ -36,6 +36,8 @@ MUXERS = {
     "mpeg": "mpeg",
     "ts": "mpegts",
     "mpegts": "mpegts",
+    "3gp": "3gp",
+    "flv": "flv",
 }
 
 # codec -> encoders to try, best first. Software encoders only: a hardware one (this

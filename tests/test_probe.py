@@ -46,6 +46,10 @@ KINDS = [
     ("clip-hevc.mp4", "mp4", "hevc", "aac", 10, "mp4"),
     ("clip-hevc.ts", "ts", "hevc", "aac", 10, "mpegts"),
     ("clip-hevc.mkv", "mkv", "hevc", "opus", 10, "matroska"),
+    # Their size is in the bitstream, not the container: probed again with the decoder.
+    ("clip-mpeg4.mp4", "mp4", "mpeg4", "aac", 10, "mp4"),
+    ("clip-mpeg4.mov", "mov", "mpeg4", "aac", 10, "mov"),
+    ("clip.flv", "flv", "flv1", None, 10, "flv"),
 ]
 
 
@@ -179,10 +183,10 @@ def test_single_frame_has_no_frame_rate(tmp_path: Path) -> None:
     assert info.video_codec == "h264"
 
 
-def test_single_frame_mpeg_ps_reports_unknowns(tmp_path: Path) -> None:
+def test_single_frame_mpeg_ps_reports_unknowns_and_its_decoded_size(tmp_path: Path) -> None:
     # MPEG-PS has no header: FFmpeg's parser learns the picture size when the next picture
-    # starts, so one lone frame leaves it unknown unless it is decoded, which probe never
-    # does. It must come back as None, not as a crash or a made-up value.
+    # starts, so one lone frame leaves it unknown until the second probe decodes it. What
+    # stays unknown must come back as None, not as a crash or a made-up value.
     path = make_video(
         tmp_path / "one.mpg",
         container="mpg",
@@ -196,7 +200,7 @@ def test_single_frame_mpeg_ps_reports_unknowns(tmp_path: Path) -> None:
 
     assert info.duration_seconds is None
     assert info.frame_rate is None
-    assert (info.width, info.height) == (None, None)
+    assert (info.width, info.height) == (64, 48)
     assert info.video_codec == "mpeg2video"
 
 
@@ -258,6 +262,41 @@ def test_fifo_is_refused_at_once(tmp_path: Path) -> None:
     assert isinstance(outcome, ProbeError)
     assert str(outcome) == "not a regular file (a FIFO)"
     assert time.monotonic() - started < 2.0
+
+
+def test_h263_in_3gp_gets_its_size(tmp_path: Path) -> None:
+    _needs_encoders("h263", "aac")
+    path = make_video(
+        tmp_path / "phone.3gp", container="3gp", video_codec="h263", width=176, height=144
+    )
+
+    info = probe(str(path))
+
+    assert (info.width, info.height, info.video_codec, info.container) == (176, 144, "h263", "3gp")
+
+
+@pytest.mark.parametrize(
+    "listing",
+    [
+        "ffconcat version 1.0\nfile seg.ts\n",
+        "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nseg.ts\n#EXT-X-ENDLIST\n",
+    ],
+)
+def test_a_playlist_named_like_a_video_opens_nothing_it_lists(tmp_path: Path, listing: str) -> None:
+    # FFmpeg's concat and HLS formats open the files they list: here a FIFO, whose open(2)
+    # blocks in the kernel, out of the timeout's reach, and the scan with it.
+    fifo = tmp_path / "seg.ts"
+    os.mkfifo(fifo)
+    playlist = tmp_path / "playlist.mp4"
+    playlist.write_text(listing)
+
+    def unblock() -> None:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    outcome = _bounded(lambda: probe(str(playlist), timeout=0.5), limit=5.0, unblock=unblock)
+
+    assert isinstance(outcome, ProbeError)
+    assert str(outcome).startswith("could not be read as a video")
 
 
 def test_timeout_stops_a_probe_that_takes_too_long(tmp_path: Path) -> None:

@@ -13,6 +13,9 @@ from scanner.config import Settings
 from scanner.db import create_engine, migrate, schema_version
 from scanner.schema import MIGRATIONS
 from scanner.services import build_services
+from scanner.testing import run_job
+
+from media import make_video
 
 V1_JOB = (
     "INSERT INTO jobs (id, type, status, payload, progress, result, error, attempts, retries,"
@@ -109,3 +112,42 @@ def test_an_attempt_left_open_by_version_2_code_can_end(tmp_path: Path) -> None:
     job, history = services.store.detail("running")
     assert job.status == "pending"
     assert [(a["number"], a["outcome"], a["error"]) for a in history] == [(1, "crashed", "it died")]
+
+
+def test_videos_recorded_without_a_size_by_version_3_code_are_probed_again(
+    tmp_path: Path,
+) -> None:
+    """Version 3 code probed MPEG-4 Part 2 in MP4 (and H.263, Sorenson Spark) without their
+    size, and a rescan of the unchanged file would never read it again."""
+    media = tmp_path / "media"
+    media.mkdir()
+    clip = make_video(media / "xvid.mp4", video_codec="mpeg4", width=96, height=64)
+    st = clip.stat()
+    engine = create_engine(f"sqlite:///{tmp_path}/scanner.db")
+    assert migrate(engine, MIGRATIONS[:3]) == 3
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO videos (path, filename, file_size, mtime_ns, device, inode,"
+                " duration_seconds, width, height, frame_rate, video_codec, audio_codec,"
+                " container, fingerprint, missing_since, created_at, updated_at) VALUES"
+                " (:path, 'xvid.mp4', :size, :mtime, :device, :inode, 1.0, NULL, NULL, 10.0,"
+                " 'mpeg4', 'aac', 'mp4', NULL, NULL, '2026-01-01 10:00:00',"
+                " '2026-01-01 10:00:00')"
+            ),
+            {
+                "path": str(clip),
+                "size": st.st_size,
+                "mtime": st.st_mtime_ns,
+                "device": st.st_dev,
+                "inode": st.st_ino,
+            },
+        )
+    engine.dispose()
+    services = build_services(Settings.from_env({"SCANNER_DATA_DIR": str(tmp_path)}))
+
+    result = run_job(services, "scan", {"path": str(media)}).result
+    assert (result["updated"], result["unchanged"]) == (1, 0)
+    (video,), _ = services.library.search()
+    assert (video["width"], video["height"]) == (96, 64)
+    assert run_job(services, "scan", {"path": str(media)}).result["unchanged"] == 1

@@ -24,8 +24,8 @@ from scanner.errors import ProbeError
 # MPEG-TS, 64x48 to 1080p, 2 to 90 Mbit/s, 23.976 to 60 fps: every reported field matches
 # FFmpeg's defaults (TS durations differ by ~15 ms, both estimates), while a 720p probe
 # drops from 10-25 ms to ~0.2 ms (MP4, MKV) or ~1.5 ms (TS). The one loss: MPEG-PS clips
-# under ~0.5 s get no frame rate, and a lone MPEG-PS frame no size, which FFmpeg only
-# learns by decoding.
+# under ~0.5 s get no frame rate. A size that only decoding tells (see _DECODING_OPTIONS)
+# costs a second probe.
 # - codec_whitelist: avformat_find_stream_info() opens a decoder per stream and decodes
 #   frames just to learn things we never report, like the pixel format. Allowing no
 #   decoder makes it skip that; width, height and codec still come from the container
@@ -39,13 +39,25 @@ from scanner.errors import ProbeError
 #   the frame rate of a 47 Mbit/s TS.
 # - protocol_whitelist: a library file needs only "file"; a playlist-like file must not
 #   make FFmpeg open URLs.
+# - format_whitelist: every demuxer but those that open other files or streams named inside
+#   the one probed: a text file called .mp4 in FFmpeg's concat or HLS format would open
+#   whatever it lists, a FIFO included, where open(2) blocks for good (no timeout reaches
+#   it), and the scan with it.
+_OPENS_OTHERS = frozenset({"concat", "hls", "dash", "imf", "sdp", "rtp", "rtsp", "lavfi"})
 _FORMAT_OPTIONS = {
     "codec_whitelist": "none",
     "max_ts_probe": "1",
     "analyzeduration": "1000000",
     "probesize": "5000000",
     "protocol_whitelist": "file",
+    "format_whitelist": ",".join(
+        sorted(name for name in av.formats_available if name not in _OPENS_OTHERS)
+    ),
 }
+# MPEG-4 Part 2 in MP4 or MOV, H.263 in 3GP and Sorenson Spark in FLV keep the picture size
+# in the bitstream's own headers, which FFmpeg reads only with the decoder: such a file is
+# probed a second time with decoders allowed (a few ms, for these files only).
+_DECODING_OPTIONS = {k: v for k, v in _FORMAT_OPTIONS.items() if k != "codec_whitelist"}
 
 # Streams that are pictures, not the programme: cover art and thumbnail tracks.
 _NOT_THE_VIDEO = Disposition.attached_pic | Disposition.timed_thumbnails
@@ -91,14 +103,10 @@ def probe(path: str | bytes, timeout: float = 10.0) -> VideoInfo:
     _check_regular_file(name)
     started = time.monotonic()
     try:
-        # "file:" so that a relative name like "http:clip.mp4" is not taken as a URL.
-        with av.open(
-            "file:" + name,
-            timeout=timeout,
-            container_options=_FORMAT_OPTIONS,
-            metadata_errors="replace",  # a badly encoded title must not fail the probe
-        ) as container:
-            return _describe(container)
+        info = _open_and_describe(name, timeout, _FORMAT_OPTIONS)
+        if info.width is None and info.video_codec is not None:
+            info = _open_and_describe(name, timeout, _DECODING_OPTIONS)
+        return info
     # Deliberately not `except Exception`: huey raises TaskTimeout from a signal handler,
     # and a job's own stop signal must get through too.
     except av.error.ExitError as exc:
@@ -109,6 +117,17 @@ def probe(path: str | bytes, timeout: float = 10.0) -> VideoInfo:
         if time.monotonic() - started >= timeout:
             raise ProbeError(f"probe timed out after {timeout:g}s") from exc
         raise ProbeError(_reason(exc)) from exc
+
+
+def _open_and_describe(name: str, timeout: float, options: dict[str, str]) -> VideoInfo:
+    # "file:" so that a relative name like "http:clip.mp4" is not taken as a URL.
+    with av.open(
+        "file:" + name,
+        timeout=timeout,
+        container_options=options,
+        metadata_errors="replace",  # a badly encoded title must not fail the probe
+    ) as container:
+        return _describe(container)
 
 
 def _check_regular_file(name: str) -> None:
