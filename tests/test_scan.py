@@ -15,7 +15,7 @@ from scanner.config import DEFAULT_VIDEO_EXTENSIONS, Settings
 from scanner.errors import JobCancelled, ScanRootError
 from scanner.library.probe import VideoInfo, probe
 from scanner.library.scan import Scanner, check_root, fingerprint
-from scanner.library.store import VideoStore
+from scanner.library.store import VideoStore, int64
 from scanner.library.walk import WalkError, walk
 from scanner.services import Services, build_services
 
@@ -216,6 +216,38 @@ def test_videos_under_a_directory_the_walk_cannot_read_are_not_removed(
     assert (result.removed, result.unchanged, result.error_count) == (0, 1, 1)
     assert result.errors[0]["path"] == films
     assert set(videos(library)) == {"a.mp4", "films/b.webm", "films/c.avi"}
+
+
+def test_a_time_or_inode_beyond_signed_64_bits_is_stored_not_fatal(
+    scanner: Scanner, library: VideoStore, media: Path
+) -> None:
+    # A file dated after 2262 has an mtime in ns of 2**63 or more, as overlayfs (xino) gives
+    # inode numbers: one such file failed the scan of every file in its batch.
+    future = media / "films" / "future.mp4"
+    shutil.copy(media / "a.mp4", future)
+    os.utime(future, ns=(0, 13_569_465_600 * 10**9))  # 2400-01-01
+    result = scanner.scan(str(media))
+    assert (result.new, result.error_count) == (4, 0)
+    assert scanner.scan(str(media)).unchanged == 4  # and it compares as unchanged
+    assert int64(2**64 - 1) == -1 and int64(2**63) == -(2**63) and int64(-5) == -5
+
+
+def test_hard_links_moved_together_each_keep_their_id(
+    scanner: Scanner, library: VideoStore, tmp_path: Path
+) -> None:
+    root = tmp_path / "media"
+    (root / "x").mkdir(parents=True)
+    make_video(root / "x" / "a.mp4")
+    os.link(root / "x" / "a.mp4", root / "x" / "b.mp4")
+    scanner.scan(str(root))
+    ids = {name: v["id"] for name, v in videos(library).items()}
+    os.rename(root / "x", root / "y")
+    result = scanner.scan(str(root))
+    assert (result.moved, result.new, result.removed) == (2, 0, 0)
+    assert {name: v["id"] for name, v in videos(library, include_missing=True).items()} == {
+        "y/a.mp4": ids["x/a.mp4"],
+        "y/b.mp4": ids["x/b.mp4"],
+    }
 
 
 def test_hard_links_are_separate_videos(scanner: Scanner, library: VideoStore, media: Path) -> None:

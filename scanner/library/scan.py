@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -21,7 +21,7 @@ from typing import Any
 from scanner.errors import JobInterrupted, ProbeError, ScanRootError
 from scanner.jobs.store import utcnow
 from scanner.library.probe import VideoInfo, probe
-from scanner.library.store import Known, VideoStore
+from scanner.library.store import Known, VideoStore, int64
 from scanner.library.walk import FoundFile, WalkError, walk, within
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,14 @@ def check_root(path: str, allowed_roots: tuple[str, ...] = ()) -> str:
     return real
 
 
+def _moved_from(path: str, candidates: list[str] | None, vanished: dict[str, Known]) -> str | None:
+    """Which vanished path the file now at ``path`` came from: of several (hard links moved
+    together, identical copies), the one of the same name."""
+    left = [c for c in candidates or () if c in vanished]
+    name = os.path.basename(path)
+    return next((c for c in left if os.path.basename(c) == name), left[0] if left else None)
+
+
 # Told of each batch written: the videos added, updated (or moved back in), and removed.
 OnChange = Callable[[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]], None]
 
@@ -160,7 +168,7 @@ class Scanner:
         ):
             result.scanned += 1
             s = seen.pop(f.path, None)  # what stays in ``seen`` is no longer on disk
-            if s == (f.size, f.mtime_ns, False):
+            if s == (f.size, f.mtime_ns, False) or s == (f.size, int64(f.mtime_ns), False):
                 result.unchanged += 1
                 continue
             try:
@@ -226,11 +234,14 @@ class Scanner:
     ) -> None:
         """Probe new and changed files; a new path whose file has vanished elsewhere is a move."""
         # A moved file keeps its size: a new file given a deleted one's inode (filesystems
-        # reuse them at once) is not that file.
-        by_inode = {(k.device, k.inode, k.size): path for path, k in vanished.items()}
-        by_print: dict[tuple[int, str | None], str] = {
-            (k.size, k.fingerprint): path for path, k in vanished.items() if k.fingerprint
-        }
+        # reuse them at once) is not that file. Several paths may share an identity (hard
+        # links, identical copies).
+        by_inode: dict[tuple[int, int, int], list[str]] = defaultdict(list)
+        by_print: dict[tuple[int, str | None], list[str]] = defaultdict(list)
+        for path, was in vanished.items():
+            by_inode[(was.device, was.inode, was.size)].append(path)
+            if was.fingerprint:
+                by_print[(was.size, was.fingerprint)].append(path)
         done = result.unchanged
         total = done + len(to_probe)
         inserts: list[dict[str, Any]] = []
@@ -245,10 +256,10 @@ class Scanner:
                     row = self._row(f, info, print_, now)
                     k = changed.get(f.path)
                     if k is None:
-                        moved_from = by_inode.get((f.device, f.inode, f.size)) or by_print.get(
-                            (f.size, print_)
-                        )
-                        if moved_from is not None and moved_from in vanished:
+                        moved_from = _moved_from(
+                            f.path, by_inode.get((row["device"], row["inode"], f.size)), vanished
+                        ) or _moved_from(f.path, by_print.get((f.size, print_)), vanished)
+                        if moved_from is not None:
                             k = vanished.pop(moved_from)
                             result.moved += 1
                     if k is None:
@@ -290,9 +301,9 @@ class Scanner:
             "path": f.path,
             "filename": os.path.basename(f.path),
             "file_size": f.size,
-            "mtime_ns": f.mtime_ns,
-            "device": f.device,
-            "inode": f.inode,
+            "mtime_ns": int64(f.mtime_ns),
+            "device": int64(f.device),
+            "inode": int64(f.inode),
             "fingerprint": print_,
             "missing_since": None,
             "updated_at": now,

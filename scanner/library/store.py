@@ -27,6 +27,15 @@ class Known(NamedTuple):
     fingerprint: str | None
 
 
+def int64(n: int) -> int:
+    """``n`` as the signed 64-bit columns (device, inode, mtime_ns) hold it: modulo 2**64.
+
+    Inode numbers (overlayfs with xino, some network filesystems) and modification times
+    after the year 2262, in nanoseconds, reach 2**63 and more, which no driver would store.
+    """
+    return (n + 2**63) % 2**64 - 2**63
+
+
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
