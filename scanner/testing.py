@@ -66,9 +66,12 @@ class ConsumerProcess:
         # Poll the queue often so tests do not wait on an idle consumer's back-off.
         args += ["-k", "thread", "-d", "0.01", "-m", "0.05", "-b", "1.05", "-s", "1"]
         args += self.options
+        # The test's settings only: a developer's shell may export the real service's
+        # (SCANNER_DATABASE_URL...), and a test consumer must never run its jobs.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("SCANNER_")}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                args, env={**os.environ, **self.env}, stdout=log, stderr=log
+                args, env={**inherited, **self.env}, stdout=log, stderr=log
             )
         wait_until(
             lambda: b"Huey consumer started" in self.log_path.read_bytes(),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
 from flask.testing import FlaskClient
 
 from conftest import ConsumerProcess, get_job, submit_job, wait_job, wait_until
@@ -136,6 +138,20 @@ def test_a_consumer_without_the_plugin_fails_the_job_clearly(
     )
     assert health["status"] == "degraded"
     assert "echo" in health["consumers"]["consumers"][0]["missing_job_types"]
+
+
+def test_a_test_consumer_reads_the_test_s_settings_not_the_shell_s(
+    client: FlaskClient,
+    start_consumer: Callable[..., ConsumerProcess],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    # As in a shell where the real service's settings are exported.
+    monkeypatch.setenv("SCANNER_DATABASE_URL", f"sqlite:///{tmp_path}/production.db")
+    monkeypatch.setenv("SCANNER_QUEUE_URL", f"sqlite:///{tmp_path}/production-queue.db")
+    start_consumer()
+    assert wait_job(client, submit_job(client, "echo", {"text": "x"}))["status"] == "complete"
+    assert not (tmp_path / "production.db").exists()
 
 
 def test_health_sees_the_consumer_heartbeat(client: FlaskClient, consumer: ConsumerProcess) -> None:
