@@ -89,11 +89,22 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     ):
         api.register_blueprint(blueprint, url_prefix=API_PREFIX)
     for plugin, blueprints in services.plugins.call_each("scanner_blueprints", services=services):
+        if blueprints is not None and not isinstance(blueprints, list | tuple):
+            services.plugins.fail(plugin, f"scanner_blueprints returned {blueprints!r}, not a list")
+            continue
+        # All or none: a failed plugin serves no route (its others may rely on what failed).
+        taken = [b.name for b in blueprints or () if b.name in app.blueprints]
+        if taken:
+            services.plugins.fail(
+                plugin, f"its blueprint could not be registered: the name {taken[0]!r} is taken"
+            )
+            continue
         for blueprint in blueprints or ():
             try:
                 api.register_blueprint(blueprint, url_prefix=API_PREFIX)
             except Exception as exc:
                 services.plugins.fail(plugin, f"its blueprint could not be registered: {exc}")
+                break
 
     @app.get("/api/docs/static/<path:filename>")
     def swagger_static(filename: str) -> ResponseReturnValue:

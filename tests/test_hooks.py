@@ -169,14 +169,23 @@ def test_hook_scanner_blueprints(settings: Settings) -> None:
         """Say hello."""
         return {"hello": "world"}
 
-    clash = Blueprint("jobs", __name__)  # the core's own name: refused, reported
-
-    services = services_with(settings, scanner_blueprints=lambda services: [blp, clash])
+    services = services_with(settings, scanner_blueprints=lambda services: [blp])
     client = create_app(services=services).test_client()
     assert client.get("/api/v1/hello").json == {"hello": "world"}
     assert "/api/v1/hello" in client.get("/api/openapi.json").json["paths"]
+
+    clash = Blueprint("jobs", __name__)  # the core's own name: refused, reported
+    services = services_with(settings, scanner_blueprints=lambda services: [blp, clash])
+    client = create_app(services=services).test_client()
     error = services.plugins.infos["test-plugin"].error or ""
-    assert "its blueprint could not be registered" in error
+    assert "its blueprint could not be registered: the name 'jobs' is taken" in error
+    assert client.get("/api/v1/hello").status_code == 404  # none of a failed plugin's routes
+    assert client.get("/api/v1/jobs").status_code == 200  # and the core's stand
+
+    single = services_with(settings, scanner_blueprints=lambda services: blp)  # not a list
+    client = create_app(services=single).test_client()
+    assert "returned <Blueprint" in (single.plugins.infos["test-plugin"].error or "")
+    assert client.get("/api/v1/health").status_code in (200, 503)
 
 
 def test_every_hook_has_a_test_here() -> None:

@@ -84,6 +84,22 @@ TAKER = minimal_plugin(
             return [JobType("shout", lambda ctx, payload: None)]
     """,
 )
+# Sorts before the core's "scan" plugin, and offers a type of that name: the core's own
+# plugins load first, so this one is refused and scans go on working.
+SCAN_TAKER = minimal_plugin(
+    "aascan",
+    "aa-scan",
+    """
+        from scanner import JobType, hookimpl
+
+
+        @hookimpl
+        def scanner_job_types():
+            return [JobType("scan", lambda ctx, payload: None)]
+    """,
+)
+# A second distribution under scanner-shout's entry-point name.
+NAMESAKE = minimal_plugin("zdupe", "shout", "")
 PYPROJECT = '[build-system]\nrequires = ["setuptools>=68", "wheel"]\n'
 BUILD = 'build-backend = "setuptools.build_meta"\n'
 
@@ -100,7 +116,13 @@ def test_a_plugin_from_nothing_to_a_finished_job(tmp_path: Path) -> None:
     subprocess.run([sys._base_executable, "-m", "venv", str(venv)], check=True)
     packages = [
         write(tmp_path / name, files)
-        for name, files in (("shout", PLUGIN), ("broken", BROKEN), ("taker", TAKER))
+        for name, files in (
+            ("shout", PLUGIN),
+            ("broken", BROKEN),
+            ("taker", TAKER),
+            ("aascan", SCAN_TAKER),
+            ("zdupe", NAMESAKE),
+        )
     ]
     subprocess.run(
         [str(venv / "bin" / "pip"), "install", "-q", str(REPO), *map(str, packages)],
@@ -169,12 +191,19 @@ def test_a_plugin_from_nothing_to_a_finished_job(tmp_path: Path) -> None:
         assert plugins["broken"]["status"] == "failed"
         assert "No module named 'a_module_that_does_not_exist'" in plugins["broken"]["error"]
         assert plugins["zz-taker"]["error"] == "job type 'shout' is already registered"
-        assert plugins["scan"]["status"] == "loaded"
+        assert plugins["scan"]["status"] == "loaded" and plugins["scan"]["job_types"] == ["scan"]
+        assert plugins["aa-scan"]["error"] == "job type 'scan' is already registered"
+        namesake = plugins["shout (scanner-zdupe)"]
+        assert namesake["error"] == (
+            "its entry-point name 'shout' is taken by scanner-shout; rename one of them"
+        )
         report = health(root)
         assert report is not None and report["status"] == "degraded"
         assert set(report["plugins"]["failed"]) == {
             "broken",
             "zz-taker",
+            "aa-scan",
+            "shout (scanner-zdupe)",
         }
     finally:
         for process in processes:

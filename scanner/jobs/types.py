@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -53,12 +54,38 @@ class JobType:
     overlaps: Overlaps | None = None
 
     def __post_init__(self) -> None:
-        if not NAME.match(self.name):
+        # Checked here, where a plugin registers it: a bad setting found later would fail
+        # every submission of the type, or the listing of all types, with a 500.
+        if not isinstance(self.name, str) or not NAME.match(self.name):
             raise PluginError(
                 f"job type name {self.name!r} must be lower-case letters, digits, '_', '.' or '-'"
             )
-        if self.retries < 0 or self.retry_delay < 0 or (self.timeout or 0) < 0:
-            raise PluginError(f"job type {self.name!r}: retries, delays and timeout must be >= 0")
+        if not callable(self.handler):
+            raise PluginError(
+                f"job type {self.name!r}: its handler {self.handler!r} is not callable"
+            )
+        if not (
+            isinstance(self.schema, Schema)
+            or (isinstance(self.schema, type) and issubclass(self.schema, Schema))
+        ):
+            raise PluginError(
+                f"job type {self.name!r}: its schema {self.schema!r} is not a marshmallow Schema"
+            )
+        for setting, low, high in (("retries", 0, 100), ("priority", -1000, 1000)):
+            value = getattr(self, setting)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise PluginError(
+                    f"job type {self.name!r}: {setting} must be an integer from {low} to {high}"
+                )
+        numbers = {"timeout": self.timeout or 0, "retry_delay": self.retry_delay}
+        numbers["retry_backoff"] = self.retry_backoff
+        for setting, value in numbers.items():
+            if not isinstance(value, int | float) or not math.isfinite(value):
+                raise PluginError(f"job type {self.name!r}: {setting} must be a finite number")
+        if self.retry_delay < 0 or (self.timeout or 0) < 0:
+            raise PluginError(f"job type {self.name!r}: its retry delay and timeout must be >= 0")
+        if self.retry_backoff <= 0:
+            raise PluginError(f"job type {self.name!r}: retry_backoff must be more than 0")
         if max(self.retry_delay, self.timeout or 0) > LONGEST:
             raise PluginError(
                 f"job type {self.name!r}: its timeout and retry delay must be at most "

@@ -1,7 +1,8 @@
 """Plugin discovery: every plugin, built-in or third-party, comes through one entry-point group.
 
-A plugin that fails to import, or raises in a hook, is reported (logged and listed with its
-error) and the others go on; one broken package never takes the service down.
+A plugin that fails to import, or raises in a hook that sets it up, is reported (logged and
+listed with its error), takes no further part (its hooks, job types and routes are gone) and
+the others go on; one broken package never takes the service down.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from scanner.plugins import hookspecs
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "scanner.plugins"
+CORE_DISTRIBUTION = "scanner"
 # The hooks that set a plugin up in a process: one that raises leaves it "failed" (and the
 # service degraded). The others run as the service works; an error there is that call's.
 START_HOOKS = frozenset({"scanner_job_types", "scanner_blueprints", "scanner_startup"})
@@ -53,7 +55,8 @@ class Plugins:
     ) -> None:
         self.pm = pm
         self.infos = infos
-        self.job_types = self._collect_job_types(settings)
+        self.job_types: dict[str, JobType] = {}
+        self._collect_job_types(settings)
 
     @property
     def hook(self) -> Any:
@@ -76,26 +79,38 @@ class Plugins:
         return results
 
     def fail(self, name: str, error: str) -> None:
-        """Record (and log) what went wrong with a plugin; it shows in ``GET /plugins``."""
+        """Record (and log) what went wrong with a plugin, which shows in ``GET /plugins``,
+        and take it out: its hooks no longer run and its job types are not offered, so it
+        is never half there (a job type whose table its failed start-up never made)."""
         log.error("plugin %s: %s", name, error)
         info = self._info(name)
         info.error = error if info.error is None else f"{info.error}; {error}"
+        if self.pm.get_plugin(name) is not None:
+            self.pm.unregister(name=name)
+        for job_type in info.job_types:
+            del self.job_types[job_type]
+        info.job_types = []
 
     def _info(self, name: str) -> PluginInfo:
         return self.infos.setdefault(name, PluginInfo(name))
 
-    def _collect_job_types(self, settings: Settings) -> dict[str, JobType]:
-        types: dict[str, JobType] = {}
+    def _collect_job_types(self, settings: Settings) -> None:
         for plugin, provided in self.call_each("scanner_job_types", settings=settings):
-            for job_type in provided or ():
+            if provided is None:
+                continue
+            if not isinstance(provided, list | tuple):
+                self.fail(plugin, f"scanner_job_types returned {provided!r}, not a list")
+                continue
+            for job_type in provided:
                 if not isinstance(job_type, JobType):
                     self.fail(plugin, f"scanner_job_types returned {job_type!r}, not a JobType")
-                elif job_type.name in types:
+                elif job_type.name in self.job_types:
                     self.fail(plugin, f"job type {job_type.name!r} is already registered")
                 else:
-                    types[job_type.name] = job_type
+                    self.job_types[job_type.name] = job_type
                     self.infos[plugin].job_types.append(job_type.name)
-        return types
+                    continue
+                break  # failed: none of its types stay
 
 
 KNOWN_HOOKS = frozenset(n for n in dir(hookspecs) if n.startswith("scanner_"))
@@ -128,6 +143,13 @@ def _register(pm: pluggy.PluginManager, info: PluginInfo, load: Callable[[], obj
     info.hooks = hooks
 
 
+def _load_order(ep: EntryPoint) -> tuple[bool, str, str]:
+    """The core's own plugins first, so no other takes their job type names (``scan``);
+    then by entry-point name, and distribution for one name given twice."""
+    dist = ep.dist.name if ep.dist else ""
+    return dist != CORE_DISTRIBUTION, ep.name, dist
+
+
 def get_plugin_manager(
     settings: Settings,
     *,
@@ -144,17 +166,27 @@ def get_plugin_manager(
     infos: dict[str, PluginInfo] = {}
     off = set(disabled)
     eps: list[EntryPoint] = list(entry_points(group=entry_point_group)) if entry_point_group else []
-    for ep in sorted(eps, key=lambda e: e.name):
+    for ep in sorted(eps, key=_load_order):
         if ep.name in off:
             log.info("plugin %s is disabled", ep.name)
             continue
         dist = ep.dist
-        infos[ep.name] = PluginInfo(
+        info = PluginInfo(
             ep.name,
             distribution=dist.name if dist else None,
             version=dist.version if dist else None,
         )
-        _register(pm, infos[ep.name], ep.load)
+        if ep.name in infos:  # another distribution took the name first
+            info.name = f"{ep.name} ({info.distribution})"
+            info.error = (
+                f"its entry-point name {ep.name!r} is taken by "
+                f"{infos[ep.name].distribution}; rename one of them"
+            )
+            log.error("plugin %s: %s", info.name, info.error)
+            infos[info.name] = info
+            continue
+        infos[ep.name] = info
+        _register(pm, info, ep.load)
     for name, plugin in extra:
         if name not in off:
             infos[name] = PluginInfo(name)
