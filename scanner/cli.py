@@ -35,7 +35,17 @@ class Client:
                 f"cannot reach the service at {self.url}; is it running (make run)? "
                 "Set SCANNER_URL to point elsewhere."
             ) from None
-        body = response.json() if response.content else None
+        except requests.Timeout:
+            raise click.ClickException(f"the service at {self.url} did not answer in 30s") from None
+        except requests.RequestException as exc:  # a URL without http://, say
+            raise click.ClickException(f"cannot ask {self.url}: {exc}; check SCANNER_URL") from None
+        try:
+            body = response.json() if response.content else None
+        except ValueError:  # a proxy's HTML error page, or not the service at all
+            raise click.ClickException(
+                f"{self.url} answered {response.status_code} {response.reason}, not with JSON; "
+                "is SCANNER_URL the service?"
+            ) from None
         if response.status_code >= 400:
             message = (body or {}).get("message") or response.reason
             errors = (body or {}).get("errors")
@@ -111,7 +121,10 @@ def backup(destination: Path) -> None:
 @main.command()
 def plugins() -> None:
     """List the plugins installed here, with versions, hooks and job types."""
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     found = get_plugin_manager(settings, disabled=settings.disabled_plugins)
     for info in sorted(found.infos.values(), key=lambda i: i.name):
         origin = f"{info.distribution} {info.version}" if info.distribution else "(not installed)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,7 +50,9 @@ def _seconds(value: str, name: str) -> float:
     try:
         seconds = float(number) * (factor or 1)
     except ValueError:
-        raise ConfigError(f"{name}={value!r}: expected a duration such as 30s, 15m or 7d") from None
+        seconds = math.nan
+    if not math.isfinite(seconds):  # nan, inf and 1e400 parse as floats
+        raise ConfigError(f"{name}={value!r}: expected a duration such as 30s, 15m or 7d")
     if seconds < 0:
         raise ConfigError(f"{name}={value!r}: a duration cannot be negative")
     return seconds
@@ -87,11 +90,21 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         data_dir = Path(env.get("SCANNER_DATA_DIR") or "./var").absolute()
+        if data_dir.exists() and not data_dir.is_dir():
+            raise ConfigError(f"SCANNER_DATA_DIR={str(data_dir)!r}: not a directory")
         roots = env.get("SCANNER_ALLOWED_ROOTS", "")
         extensions = env.get("SCANNER_VIDEO_EXTENSIONS", "")
+        database_url = env.get("SCANNER_DATABASE_URL") or _sqlite_url(data_dir / "scanner.db")
+        try:
+            sa.make_url(database_url)
+        except sa.exc.ArgumentError:
+            raise ConfigError(
+                f"SCANNER_DATABASE_URL={database_url!r}: not a database URL; "
+                "use sqlite:///path/scanner.db or postgresql://user@host/db"
+            ) from None
         return cls(
             data_dir=data_dir,
-            database_url=env.get("SCANNER_DATABASE_URL") or _sqlite_url(data_dir / "scanner.db"),
+            database_url=database_url,
             queue_url=env.get("SCANNER_QUEUE_URL") or _sqlite_url(data_dir / "queue.db"),
             allowed_roots=tuple(Path(r).resolve() for r in roots.split(":") if r),
             api_token=env.get("SCANNER_API_TOKEN", ""),

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 
@@ -69,3 +72,41 @@ def test_backup_into_a_place_it_cannot_write_says_so(
     result = CliRunner().invoke(main, ["backup", str(tmp_path / "a-file" / "copy")], env=env)
     assert result.exit_code == 1 and not isinstance(result.exception, OSError)
     assert f"Error: could not back up into {tmp_path / 'a-file' / 'copy'}: " in result.output
+
+
+class Proxy(BaseHTTPRequestHandler):
+    """What answers when a proxy stands where the service should: an HTML 502."""
+
+    def do_POST(self) -> None:
+        body = b"<html><body>502 Bad Gateway</body></html>"
+        self.send_response(502)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_answers_not_from_the_service_are_explained_not_a_traceback(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        proxied = CliRunner().invoke(main, ["--url", f"http://127.0.0.1:{port}", "scan", "/x"])
+        assert proxied.exit_code == 1 and isinstance(proxied.exception, SystemExit)
+        assert "answered 502 Bad Gateway, not with JSON; is SCANNER_URL the service?" in (
+            proxied.output
+        )
+        no_scheme = CliRunner().invoke(main, ["--url", f"127.0.0.1:{port}", "scan", "/x"])
+        assert no_scheme.exit_code == 1 and isinstance(no_scheme.exception, SystemExit)
+        assert "check SCANNER_URL" in no_scheme.output
+    finally:
+        server.shutdown()
+
+
+def test_plugins_names_a_malformed_setting(env: dict[str, str]) -> None:
+    result = CliRunner().invoke(main, ["plugins"], env={**env, "SCANNER_HEARTBEAT": "nan"})
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "Error: SCANNER_HEARTBEAT='nan': expected a duration" in result.output

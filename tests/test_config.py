@@ -47,10 +47,18 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     assert s.probe_timeout_seconds == 60
 
 
-@pytest.mark.parametrize("value", ["soon", "-5s", "7 days"])
+@pytest.mark.parametrize("value", ["soon", "-5s", "7 days", "nan", "inf", "1e400s"])
 def test_bad_durations_name_the_variable(value: str) -> None:
     with pytest.raises(ConfigError, match="SCANNER_JOB_RETENTION"):
         Settings.from_env({"SCANNER_JOB_RETENTION": value})
+
+
+def test_a_database_url_or_data_directory_that_cannot_be_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="SCANNER_DATABASE_URL='garbage': not a database URL"):
+        Settings.from_env({"SCANNER_DATABASE_URL": "garbage"})
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ConfigError, match=r"SCANNER_DATA_DIR=.*a-file': not a directory"):
+        Settings.from_env({"SCANNER_DATA_DIR": str(tmp_path / "a-file")})
 
 
 @pytest.mark.parametrize("name", ["SCANNER_HEARTBEAT", "SCANNER_PROBE_TIMEOUT"])
