@@ -13,7 +13,8 @@ from marshmallow import Schema, fields, validate
 
 from scanner import JobContext, JobType
 from scanner.config import Settings
-from scanner.jobs.runner import Runner
+from scanner.errors import JobCancelled
+from scanner.jobs.runner import Runner, requeue
 from scanner.jobs.states import Status
 from scanner.jobs.types import LONGEST
 from scanner.services import Services
@@ -59,6 +60,20 @@ def fails_with_a_nul_byte(ctx: JobContext, payload: dict[str, Any]) -> None:
     raise ValueError("bad\x00byte in caf\udce9.mp4")  # a name that is not UTF-8, as Python has it
 
 
+def stops_when_told(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+    ctx.services.store.cancel(ctx.job_id)  # as a client would, while it runs
+    steps = 0
+    while not ctx.cancelled and steps < 1000:
+        steps += 1
+        time.sleep(0.01)
+    return {"stopped_after": steps}
+
+
+def never_looks(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+    ctx.services.store.cancel(ctx.job_id)
+    return {"done": True}
+
+
 MEETING = threading.Barrier(3)
 
 
@@ -82,6 +97,8 @@ TYPES = [
     JobType("nul", fails_with_a_nul_byte),
     JobType("nan", returns_nan),
     JobType("backs-off-far", flaky, retries=2, retry_delay=LONGEST, retry_backoff=1e9),
+    JobType("polite", stops_when_told),
+    JobType("deaf", never_looks),
 ]
 
 
@@ -118,6 +135,60 @@ def test_a_cancel_wins_over_a_failure_with_retries_left(services: Services) -> N
     job = run_job(services, "self-cancel")
     assert job.status is Status.CANCELLED and job.attempts == 1
     assert job.error == "RuntimeError: failed after the cancel"
+
+
+def test_a_handler_that_stops_when_told_ends_cancelled_with_what_it_did(
+    services: Services,
+) -> None:
+    job = run_job(services, "polite")
+    assert job.status is Status.CANCELLED and job.result["stopped_after"] < 1000
+    # One that never looked did all its work: complete, though the cancel came meanwhile.
+    assert run_job(services, "deaf").status is Status.COMPLETE
+
+
+def test_a_job_handed_back_after_its_cancel_was_asked_ends_cancelled(services: Services) -> None:
+    job = services.jobs.submit("list", {})
+    claimed = services.store.claim(job.id, "gone:1:x")
+    assert claimed is not None
+    services.store.cancel(job.id)  # asked while it ran; then its consumer stopped
+    queued = services.queue.pending_count()
+    assert requeue(services, claimed, "gone:1:x", "shutdown", "the consumer was stopped")
+    after, history = services.store.detail(job.id)
+    assert after.status is Status.CANCELLED and after.finished_at is not None
+    assert [a["outcome"] for a in history] == ["shutdown"]
+    assert services.queue.pending_count() == queued  # not queued to run again
+
+
+def test_a_cancel_outranks_a_shutdown(services: Services) -> None:
+    # Both at once: handed back, the job would only run again; cancelled, it is done.
+    job = services.jobs.submit("list", {})
+    claimed = services.store.claim(job.id, "test:1")
+    assert claimed is not None
+    services.store.cancel(job.id)
+    with pytest.raises(JobCancelled):
+        JobContext(claimed, services, stopping=lambda: True).check()
+
+
+def test_a_cancel_racing_a_retry_always_takes(services: Services) -> None:
+    # A failing job with retries goes running -> pending -> running... A cancel that found it
+    # running, then tried to flag it once it was pending again, was lost (and answered 202).
+    store = services.store
+
+    def flip(job_id: str, stop: threading.Event) -> None:
+        while not stop.is_set():
+            if store.claim(job_id, "test:1"):
+                store.retry_later(job_id, "again", 0, "test:1")
+
+    for _ in range(60):
+        job = services.jobs.submit("flaky", {}, retries=100, retry_delay=0)
+        stop = threading.Event()
+        flipper = threading.Thread(target=flip, args=(job.id, stop))
+        flipper.start()
+        time.sleep(0.005)
+        asked = store.cancel(job.id)
+        stop.set()
+        flipper.join(5)
+        assert asked.status is Status.CANCELLED or asked.cancel_requested_at is not None
 
 
 def test_hueys_own_timeout_ends_the_job_as_timeout(services: Services) -> None:

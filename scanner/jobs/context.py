@@ -76,6 +76,12 @@ class JobContext:
         self._sync_if_due(self._clock())
         return self._stop
 
+    @property
+    def stop_seen(self) -> bool:
+        """Whether the handler has been told, through ``cancelled``, ``check`` or
+        ``progress``, that the job should stop (no store is asked here)."""
+        return self._stop
+
     def check(self) -> None:
         """Raise ``JobCancelled``, ``JobTimedOut`` or ``JobShutdown`` when the job should stop
         now. The runner records each (a shutdown puts the job back in the queue).
@@ -84,10 +90,10 @@ class JobContext:
         """
         now = self._clock()
         self._sync_if_due(now)
+        if self._stop:  # before a shutdown: a job handed back would only run again
+            raise JobCancelled("cancelled while running")
         if self._stopping():
             raise JobShutdown("the consumer is shutting down")
-        if self._stop:
-            raise JobCancelled("cancelled while running")
         if self._deadline is not None and now >= self._deadline:
             raise JobTimedOut(f"timed out after {self.job.timeout:g}s")
 

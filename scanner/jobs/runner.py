@@ -24,11 +24,16 @@ log = logging.getLogger(__name__)
 
 def requeue(services: Services, job: Job, consumer: str, outcome: str, error: str) -> bool:
     """Put a job that ``consumer`` was running back in the queue, its attempt cut short by a
-    shutdown or a crash. False (and nothing queued) if the consumer no longer held it."""
-    if not services.store.release(job.id, consumer, outcome, error):
+    shutdown or a crash; or end it cancelled, if a cancel was asked for. False (and nothing
+    queued) if the consumer no longer held it."""
+    released = services.store.release(job.id, consumer, outcome, error)
+    if released is None:
         return False
-    services.queue.enqueue(job.id, priority=job.priority, timeout=job.timeout)
-    log.info("job %s goes back to the queue (%s)", job.id, outcome)
+    if released is Status.PENDING:
+        services.queue.enqueue(job.id, priority=job.priority, timeout=job.timeout)
+        log.info("job %s goes back to the queue (%s)", job.id, outcome)
+    else:
+        log.info("job %s is cancelled, as asked before its attempt was cut short", job.id)
     return True
 
 
@@ -160,6 +165,7 @@ class Runner:
             try:
                 payload = job_type.payload_schema.load(job.payload)
                 result = job_type.handler(ctx, payload)
+                stopped = ctx.stop_seen  # before flush, which may learn of a cancel too late
             finally:
                 ctx.flush()  # the last progress reported stays visible, however it ended
             stored = self._storable(result)
@@ -175,7 +181,9 @@ class Runner:
             log.exception("job %s (%s) failed on attempt %d", job.id, job.type, job.attempts)
             self._failed(job, job_type, me, _describe(exc))
         else:
-            self._end(job, Status.COMPLETE, result=stored)
+            # A handler that saw the cancel (ctx.cancelled) and returned stopped early: what it
+            # did is kept, and the job is cancelled, not complete.
+            self._end(job, Status.CANCELLED if stopped else Status.COMPLETE, result=stored)
 
     def _failed(self, job: Job, job_type: JobType, me: str, error: str) -> None:
         store = self.services.store

@@ -148,13 +148,19 @@ _RECORD_ATTEMPT = job_attempts.insert().from_select(
 
 
 def _move_statement(
-    target: Status, allowed: frozenset[Status], by_consumer: bool, columns: tuple[str, ...]
+    target: Status,
+    allowed: frozenset[Status],
+    by_consumer: bool,
+    cancel_asked: bool,
+    columns: tuple[str, ...],
 ) -> sa.Update:
     # Not IN (...): SQLAlchemy completes an IN list at run time, so it could not be prepared.
     state = sa.or_(*(jobs.c.status == s.value for s in sorted(allowed)))
     where = [jobs.c.id == sa.bindparam("job_id"), state]
     if by_consumer:
         where.append(jobs.c.consumer == sa.bindparam("b_consumer"))
+    if cancel_asked:
+        where.append(jobs.c.cancel_requested_at.is_not(None))
     return (
         jobs.update()
         .where(*where)
@@ -285,6 +291,7 @@ class JobStore:
         only_from: Iterable[Status] = (),
         consumer: str | None = None,
         outcome: str | None = None,
+        cancel_asked: bool = False,
         **values: Any,
     ) -> bool:
         """Move a job to ``target`` if its state allows it, in the transaction of ``conn``;
@@ -292,11 +299,12 @@ class JobStore:
 
         ``consumer``: only if that consumer holds it. ``outcome``: also record the attempt
         that ends here with it (an attempt the job row can tell, see ``finish``, needs none).
+        ``cancel_asked``: only if a cancel was asked for.
         """
         if values.get("error") is not None:
             values["error"] = _storable_text(values["error"])
         allowed = frozenset(only_from) or sources(target)
-        key = (target, allowed, consumer is not None, tuple(sorted(values)))
+        key = (target, allowed, consumer is not None, cancel_asked, tuple(sorted(values)))
         statement = self._moves.get(key)
         if statement is None:
             statement = self._moves[key] = Prepared(self.engine.dialect, _move_statement(*key))
@@ -374,13 +382,36 @@ class JobStore:
             next_attempt_at=utcnow() + timedelta(seconds=delay),
         )
 
-    def release(self, job_id: str, consumer: str, outcome: str, error: str) -> bool:
-        """Hand a job that ``consumer`` was running back to the queue, its attempt cut short
-        (``outcome``: ``shutdown`` or ``crashed``). False if that consumer no longer holds it.
+    def release(self, job_id: str, consumer: str, outcome: str, error: str) -> Status | None:
+        """Hand a job that ``consumer`` was running back to the queue (``PENDING``), its
+        attempt cut short (``outcome``: ``shutdown`` or ``crashed``); or, if a cancel was
+        asked for meanwhile, end it ``CANCELLED``: a cancelled job is not run again.
+        None if that consumer no longer holds it.
         """
-        return self._move(
-            job_id, Status.PENDING, consumer=consumer, outcome=outcome, error=error, progress=None
-        )
+        with write(self.engine) as conn:
+            if self._move_in(
+                conn,
+                job_id,
+                Status.CANCELLED,
+                only_from={Status.RUNNING},
+                consumer=consumer,
+                outcome=outcome,
+                cancel_asked=True,
+                error=error,
+                finished_at=utcnow(),
+            ):
+                return Status.CANCELLED
+            if self._move_in(
+                conn,
+                job_id,
+                Status.PENDING,
+                consumer=consumer,
+                outcome=outcome,
+                error=error,
+                progress=None,
+            ):
+                return Status.PENDING
+        return None
 
     def detail(self, job_id: str) -> tuple[Job, list[dict[str, Any]]]:
         """A job and every attempt at it, oldest first (the one running has no outcome yet),
@@ -462,18 +493,25 @@ class JobStore:
         Raises ``InvalidTransition`` for a job that has already finished.
         """
         now = utcnow()
-        if self._move(job_id, Status.CANCELLED, only_from={Status.PENDING}, finished_at=now):
-            return self.get(job_id)
         with write(self.engine) as conn:
-            asked = conn.execute(
-                jobs.update()
-                .where(
-                    jobs.c.id == job_id,
-                    jobs.c.status == Status.RUNNING.value,
-                    jobs.c.cancel_requested_at.is_(None),
-                )
-                .values(cancel_requested_at=now, updated_at=now)
-            ).rowcount
+            # One transaction, the row locked (PostgreSQL; SQLite's write lock does it): a
+            # job going between running and pending (a retry) cannot slip between the two.
+            conn.execute(sa.select(jobs.c.id).where(jobs.c.id == job_id).with_for_update())
+            moved = self._move_in(
+                conn, job_id, Status.CANCELLED, only_from={Status.PENDING}, finished_at=now
+            )
+            asked = (
+                moved
+                or conn.execute(
+                    jobs.update()
+                    .where(
+                        jobs.c.id == job_id,
+                        jobs.c.status == Status.RUNNING.value,
+                        jobs.c.cancel_requested_at.is_(None),
+                    )
+                    .values(cancel_requested_at=now, updated_at=now)
+                ).rowcount
+            )
         job = self.get(job_id)
         if job.terminal and not asked:
             raise InvalidTransition(f"job {job_id} is already {job.status}")
