@@ -72,7 +72,8 @@ def create_consumer(settings: Settings | None = None, plugins: Plugins | None = 
     runner = Runner(services, consumer_id, huey.stopping, hold_endings=not huey.storage.blocking)
     services.queue.execute = runner.run
     huey.settle = runner.settle
-    housekeeping = Housekeeping(Housekeeper(services), services.settings.heartbeat_seconds)
+    housekeeper = Housekeeper(services, holds=runner.holds)
+    housekeeping = Housekeeping(housekeeper, services.settings.heartbeat_seconds)
 
     @huey.on_startup()
     def _worker_started() -> None:

@@ -8,12 +8,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from huey.exceptions import TaskTimeout
 from marshmallow import Schema, fields, validate
 
 from scanner import JobContext, JobType
 from scanner.config import Settings
 from scanner.errors import JobCancelled
+from scanner.jobs.housekeeping import Housekeeper
 from scanner.jobs.runner import Runner, requeue
 from scanner.jobs.states import Status
 from scanner.jobs.types import LONGEST
@@ -74,6 +76,11 @@ def never_looks(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
     return {"done": True}
 
 
+def reports_progress(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+    ctx.progress(1, 2)
+    return {"ok": True}
+
+
 MEETING = threading.Barrier(3)
 
 
@@ -98,6 +105,7 @@ TYPES = [
     JobType("nan", returns_nan),
     JobType("backs-off-far", flaky, retries=2, retry_delay=LONGEST, retry_backoff=1e9),
     JobType("polite", stops_when_told),
+    JobType("reports", reports_progress),
     JobType("deaf", never_looks),
 ]
 
@@ -189,6 +197,49 @@ def test_a_cancel_racing_a_retry_always_takes(services: Services) -> None:
         stop.set()
         flipper.join(5)
         assert asked.status is Status.CANCELLED or asked.cancel_requested_at is not None
+
+
+def refuse(services: Services, what: str, when: str) -> None:
+    """A real database error on some writes of the job store, as a full disk gives."""
+    with services.engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE TRIGGER refuse_{what} BEFORE UPDATE ON jobs WHEN {when}"
+            " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+
+
+def test_a_progress_write_that_fails_does_not_fail_the_job(services: Services) -> None:
+    refuse(services, "progress", "NEW.status = 'running' AND NEW.progress IS NOT NULL")
+    job = run_job(services, "reports")
+    assert job.status is Status.COMPLETE and job.result == {"ok": True}
+
+
+def test_a_job_left_running_by_a_failed_write_is_recovered_by_its_own_consumer(
+    services: Services,
+) -> None:
+    job = services.jobs.submit("flaky", {})
+    refuse(services, "retry", "NEW.status = 'pending'")  # its retry cannot be recorded
+    runner = Runner(services, lambda: "test:1")
+    with pytest.raises(sa.exc.IntegrityError):
+        runner.run(job.id)  # as Huey sees it: "unhandled exception in task"
+    assert services.store.get(job.id).status is Status.RUNNING
+    keeper = Housekeeper(services, me=lambda: "test:1", holds=runner.holds)
+    assert keeper.recover_lost() == 0  # seen once: it might be an ending being written
+    with services.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER refuse_retry")  # the disk has room again
+    assert keeper.recover_lost() == 1
+    after, history = services.store.detail(job.id)
+    assert after.status is Status.PENDING and [a["outcome"] for a in history] == ["crashed"]
+    assert keeper.recover_lost() == 0
+
+
+def test_a_job_its_runner_holds_is_never_taken_for_lost(services: Services) -> None:
+    runner = holding(services)
+    job = services.jobs.submit("list", {})
+    runner.run(job.id)  # its ending is held, not yet written: running in the store
+    keeper = Housekeeper(services, me=lambda: "test:1", holds=runner.holds)
+    assert keeper.recover_lost() == 0 and keeper.recover_lost() == 0
+    assert services.store.get(job.id).status is Status.RUNNING
 
 
 def test_hueys_own_timeout_ends_the_job_as_timeout(services: Services) -> None:

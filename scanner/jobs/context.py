@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,8 @@ from scanner.errors import JobCancelled, JobShutdown, JobTimedOut
 if TYPE_CHECKING:
     from scanner.jobs.store import Job
     from scanner.services import Services
+
+log = logging.getLogger(__name__)
 
 # Progress is written (and the cancel flag read) at most this often: a handler may report
 # progress per item without paying a database write per item.
@@ -114,6 +117,10 @@ class JobContext:
         """Write the progress and read the cancel flag: one statement."""
         self._synced_at = now
         store = self.services.store
-        stop = store.report_progress(self.job.id, self.job.consumer or "", self._progress)
+        try:
+            stop = store.report_progress(self.job.id, self.job.consumer or "", self._progress)
+        except Exception:  # the store's trouble (a full disk), not the handler's: go on
+            log.warning("could not record the progress of job %s", self.job.id, exc_info=True)
+            return
         self._written = self._progress
         self._stop = stop or self._stop

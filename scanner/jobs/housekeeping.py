@@ -69,14 +69,25 @@ def _process_gone(consumer: str) -> bool:
 
 
 class Housekeeper:
-    def __init__(self, services: Services, me: Callable[[], str] = consumer_id) -> None:
+    """``holds(job_id)``: whether this consumer's runner is running the job or holds its
+    ending; by default it holds every job it claimed, and none is taken for lost."""
+
+    def __init__(
+        self,
+        services: Services,
+        me: Callable[[], str] = consumer_id,
+        holds: Callable[[str], bool] = lambda job_id: True,
+    ) -> None:
         self.services = services
         self.me = me
+        self.holds = holds
         self._purged_at = float("-inf")
+        self._lost: dict[str, int] = {}  # job id: attempt, as the last round saw it lost
 
     def run_once(self) -> None:
         """One round: each step logged and skipped on error, so one failure stops none."""
-        for step in (self.recover_orphans, self.requeue_stranded, self.purge_if_due):
+        steps = (self.recover_orphans, self.recover_lost, self.requeue_stranded, self.purge_if_due)
+        for step in steps:
             try:
                 step()
             except Exception:
@@ -110,6 +121,28 @@ class Housekeeper:
                     log.error("job %s failed: its consumer died %d times", job.id, crashes)
             elif requeue(self.services, job, job.consumer or "", "crashed", error):
                 log.warning("job %s recovered from dead consumer %s", job.id, job.consumer)
+                recovered += 1
+        return recovered
+
+    def recover_lost(self) -> int:
+        """Requeue jobs the store says this consumer runs but its runner no longer holds: a
+        write that failed after the handler (a full disk, a lost connection) left them
+        ``running`` under a live consumer, which no other consumer would recover. A job must
+        be seen so in two rounds running, at the same attempt: an ending being written as
+        this round looked is not lost."""
+        me = self.me()
+        lost = {
+            job.id: job
+            for job in self.services.store.running()
+            if job.consumer == me and not self.holds(job.id)
+        }
+        confirmed = [job for job in lost.values() if self._lost.get(job.id) == job.attempts]
+        self._lost = {job.id: job.attempts for job in lost.values()}
+        recovered = 0
+        for job in confirmed:
+            error = "its consumer lost track of it (a write to the job store failed)"
+            if requeue(self.services, job, me, "crashed", error):
+                log.warning("job %s was lost by its consumer; recovered", job.id)
                 recovered += 1
         return recovered
 

@@ -80,6 +80,11 @@ class Runner:
         # By job id: any worker's claim may carry any of them, and one put back after a
         # failed write can never take the place of another.
         self._held: dict[str, Ending] = {}
+        self._running: set[str] = set()  # claimed by a worker here, not yet ended
+
+    def holds(self, job_id: str) -> bool:
+        """Whether a worker here runs the job, or its ending waits here to be written."""
+        return job_id in self._running or job_id in self._held
 
     def settle(self) -> None:
         """Write every ending still held. Huey calls this when a worker finds the queue empty
@@ -151,6 +156,15 @@ class Runner:
             # Cancelled while queued, already taken, or removed: nothing to do.
             log.info("job %s is not pending; skipped", job_id)
             return
+        # Held from the claim until its ending is held or written. (Housekeeping may look
+        # between the claim and this line: it acts only on a job it finds unheld twice.)
+        self._running.add(job.id)
+        try:
+            self._run(job, me)
+        finally:
+            self._running.discard(job.id)
+
+    def _run(self, job: Job, me: str) -> None:
         job_type = self.services.plugins.job_types.get(job.type)
         if job_type is None:
             self._end(
