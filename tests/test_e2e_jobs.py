@@ -154,6 +154,23 @@ def test_a_test_consumer_reads_the_test_s_settings_not_the_shell_s(
     assert not (tmp_path / "production.db").exists()
 
 
+def test_a_job_a_consumer_cannot_run_is_left_to_one_that_can(
+    client: FlaskClient, env: dict[str, str], start_consumer: Callable[..., ConsumerProcess]
+) -> None:
+    # A rolling install: the plugin is on one consumer and not yet on the other.
+    env["SCANNER_DISABLED_PLUGINS"] = "diagnostics"
+    lacking = start_consumer(workers=1)
+    del env["SCANNER_DISABLED_PLUGINS"]
+    start_consumer(workers=2)
+    wait_until(lambda: client.get("/api/v1/health").json["consumers"]["alive"] == 2)
+    ids = [submit_job(client, "echo", {"text": str(n)}) for n in range(10)]
+    for n, job_id in enumerate(ids):
+        job = wait_job(client, job_id, timeout=60)
+        assert job["status"] == "complete" and job["result"]["echo"] == str(n)
+        assert job["attempts"] == 1  # one left to another consumer was no attempt
+    assert "is left to a consumer that has its type" in lacking.log()
+
+
 def test_health_sees_the_consumer_heartbeat(client: FlaskClient, consumer: ConsumerProcess) -> None:
     health = wait_until(
         lambda: (h := client.get("/api/v1/health").json)["status"] == "ok" and h,

@@ -10,8 +10,7 @@ from marshmallow import Schema, fields
 
 from scanner import __version__
 from scanner.db import schema_version
-from scanner.jobs.housekeeping import ALIVE_INTERVALS
-from scanner.jobs.store import utcnow
+from scanner.jobs.store import ALIVE_INTERVALS, utcnow
 from scanner.services import Services
 
 

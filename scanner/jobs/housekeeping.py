@@ -18,15 +18,13 @@ from typing import TYPE_CHECKING
 
 from scanner.jobs.runner import requeue
 from scanner.jobs.states import Status
-from scanner.jobs.store import utcnow
+from scanner.jobs.store import ALIVE_INTERVALS, utcnow
 
 if TYPE_CHECKING:
     from scanner.services import Services
 
 log = logging.getLogger(__name__)
 
-# A consumer is alive while its last heartbeat is younger than this many intervals.
-ALIVE_INTERVALS = 3
 # A job whose consumer died this many times while running it is not run again.
 MAX_CRASHES = 3
 # A pending job untouched for this many heartbeat intervals, while no message waits in the

@@ -13,13 +13,17 @@ from marshmallow import ValidationError
 from scanner.errors import JobCancelled, JobShutdown, JobTimedOut
 from scanner.jobs.context import JobContext
 from scanner.jobs.states import Status
-from scanner.jobs.store import Ending, Job, utcnow
+from scanner.jobs.store import ALIVE_INTERVALS, Ending, Job, utcnow
 from scanner.jobs.types import LONGEST, JobType
 
 if TYPE_CHECKING:
     from scanner.services import Services
 
 log = logging.getLogger(__name__)
+
+# Seconds before a job this consumer cannot run is offered again: time for a consumer that
+# can to take it first.
+HAND_OVER_DELAY = 1.0
 
 
 def requeue(services: Services, job: Job, consumer: str, outcome: str, error: str) -> bool:
@@ -166,6 +170,14 @@ class Runner:
 
     def _run(self, job: Job, me: str) -> None:
         job_type = self.services.plugins.job_types.get(job.type)
+        if job_type is None and self._runs_elsewhere(job.type, me):
+            # Installed on another live consumer (a rolling install): leave the job to it.
+            if self.services.store.unclaim(job.id, me):
+                self.services.queue.enqueue(
+                    job.id, priority=job.priority, delay=HAND_OVER_DELAY, timeout=job.timeout
+                )
+                log.info("job %s (%s) is left to a consumer that has its type", job.id, job.type)
+            return
         if job_type is None:
             self._end(
                 job,
@@ -198,6 +210,11 @@ class Runner:
             # A handler that saw the cancel (ctx.cancelled) and returned stopped early: what it
             # did is kept, and the job is cancelled, not complete.
             self._end(job, Status.CANCELLED if stopped else Status.COMPLETE, result=stored)
+
+    def _runs_elsewhere(self, job_type: str, me: str) -> bool:
+        window = self.services.settings.heartbeat_seconds * ALIVE_INTERVALS
+        live = self.services.store.live_consumers(seen_within=window)
+        return any(job_type in c.job_types for c in live if c.id != me)
 
     def _failed(self, job: Job, job_type: JobType, me: str, error: str) -> None:
         store = self.services.store

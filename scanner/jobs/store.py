@@ -81,6 +81,10 @@ class Ending:
     error: str | None = None
 
 
+# A consumer is alive while its last heartbeat is younger than this many intervals.
+ALIVE_INTERVALS = 3
+
+
 @dataclass(frozen=True, slots=True)
 class Consumer:
     id: str
@@ -517,6 +521,27 @@ class JobStore:
             raise InvalidTransition(f"job {job_id} is already {job.status}")
         return job
 
+    def unclaim(self, job_id: str, consumer: str) -> bool:
+        """Undo ``consumer``'s claim as if it had not been made: the job is pending again and
+        that attempt not counted (a consumer that cannot run it leaves it to one that can)."""
+        with write(self.engine) as conn:
+            undone = conn.execute(
+                jobs.update()
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.status == Status.RUNNING.value,
+                    jobs.c.consumer == consumer,
+                )
+                .values(
+                    status=Status.PENDING.value,
+                    attempts=jobs.c.attempts - 1,
+                    started_at=None,
+                    consumer=None,
+                    updated_at=utcnow(),
+                )
+            ).rowcount
+        return bool(undone)
+
     def report_progress(self, job_id: str, consumer: str, progress: float | None) -> bool:
         """Record progress of a job ``consumer`` runs; True when the job should stop.
 
@@ -553,6 +578,8 @@ class JobStore:
                 )
 
     def live_consumers(self, seen_within: float) -> list[Consumer]:
+        """Consumers heard from in the last ``seen_within`` seconds (``ALIVE_INTERVALS``
+        heartbeats, in the callers), most recent first."""
         since = utcnow() - timedelta(seconds=seen_within)
         with self.engine.connect() as conn:
             rows = conn.execute(
