@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         OPENAPI_SWAGGER_UI_URL="/api/docs/static/",
         API_SPEC_OPTIONS=_security(services.settings.api_token),
         # One byte over: Werkzeug cuts a chunked body at the limit without a word; a body
-        # read to one byte past MAX_BODY is known to be too large (``_read_json``).
+        # read to one byte past MAX_BODY is known to be too large (``_check_body``).
         MAX_CONTENT_LENGTH=MAX_BODY + 1,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep fields in schema order
@@ -93,7 +93,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             services.plugins.fail(plugin, f"scanner_blueprints returned {blueprints!r}, not a list")
             continue
         # All or none: a failed plugin serves no route (its others may rely on what failed).
-        taken = [b.name for b in blueprints or () if b.name in app.blueprints]
+        names = [b.name for b in blueprints or ()]
+        taken = [n for i, n in enumerate(names) if n in app.blueprints or n in names[:i]]
         if taken:
             services.plugins.fail(
                 plugin, f"its blueprint could not be registered: the name {taken[0]!r} is taken"
@@ -130,37 +131,34 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         # PostgreSQL's text cannot hold a NUL byte, and no path, id or name has one.
         if "\0" in request.path or any("\0" in v for _, v in request.args.items(multi=True)):
             abort(400, message="the URL holds a NUL byte (%00); remove it")
-        if request.method in BODY_METHODS and _has_body():
-            if not request.is_json:
-                abort(
-                    415,
-                    message="send the request body as JSON, with Content-Type: application/json",
-                )
-            _read_json()
+        if request.method in BODY_METHODS:
+            _check_body()
 
     return app
 
 
-def _has_body() -> bool:
-    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-    return bool(request.content_length) or chunked
-
-
-def _read_json() -> None:
-    """Read the JSON body once here, so any body Python cannot read (nested too deeply, a
-    number of thousands of digits, not JSON at all) gets a 400 that says why, for every route,
-    plugins' too: webargs turns only a syntax error into a 400, and the rest into a 500."""
+def _check_body() -> None:
+    """Read the body once here, so a body too large (413), not JSON (415) or JSON Python
+    cannot read (400: nested too deeply, a number of thousands of digits, a syntax error) is
+    answered with the reason for every route, plugins' too: webargs turns only a syntax error
+    into a 400, and the rest into a 500. No body, or an empty one (sent in chunks, say), is
+    the route's to judge."""
     try:
         body = request.get_data(cache=True)  # cached: webargs reads the same bytes
-        if len(body) > MAX_BODY:
-            raise RequestEntityTooLarge()
-        json.loads(body)
     except RequestEntityTooLarge:
+        body = None
+    if body is None or len(body) > MAX_BODY:
         abort(
             413,
             message=f"the body is over {MAX_BODY:,} bytes; a job's payload names files, "
             "it does not hold them",
         )
+    if not body:
+        return
+    if not request.is_json:
+        abort(415, message="send the request body as JSON, with Content-Type: application/json")
+    try:
+        json.loads(body)
     except RecursionError:
         abort(400, message="the JSON body is nested too deeply to read")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

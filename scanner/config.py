@@ -97,7 +97,7 @@ class Settings:
         database_url = env.get("SCANNER_DATABASE_URL") or _sqlite_url(data_dir / "scanner.db")
         try:
             sa.make_url(database_url)
-        except sa.exc.ArgumentError:
+        except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is no number
             raise ConfigError(
                 f"SCANNER_DATABASE_URL={database_url!r}: not a database URL; "
                 "use sqlite:///path/scanner.db or postgresql://user@host/db"

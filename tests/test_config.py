@@ -54,8 +54,9 @@ def test_bad_durations_name_the_variable(value: str) -> None:
 
 
 def test_a_database_url_or_data_directory_that_cannot_be_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="SCANNER_DATABASE_URL='garbage': not a database URL"):
-        Settings.from_env({"SCANNER_DATABASE_URL": "garbage"})
+    for url in ("garbage", "postgresql://u:p@dbhost:54x2/db"):  # the port is no number
+        with pytest.raises(ConfigError, match=f"SCANNER_DATABASE_URL='{url}': not a database"):
+            Settings.from_env({"SCANNER_DATABASE_URL": url})
     (tmp_path / "a-file").write_text("")
     with pytest.raises(ConfigError, match=r"SCANNER_DATA_DIR=.*a-file': not a directory"):
         Settings.from_env({"SCANNER_DATA_DIR": str(tmp_path / "a-file")})

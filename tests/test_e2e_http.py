@@ -40,6 +40,10 @@ def test_make_run_serves_and_runs_jobs(
         f"{base}/api/v1/jobs", data=iter([b'{"type": "echo"}']), headers=TEXT, timeout=5
     )
     assert chunked.status_code == 415 and "JSON" in chunked.json()["message"]
+    # An empty body in chunks is no body: the cancel is judged, not its body (409: finished).
+    cancel = f"{base}{response.headers['Location']}/cancel"
+    bodiless = requests.post(cancel, data=iter([]), timeout=5)
+    assert bodiless.status_code == 409, bodiless.text
     big = json.dumps({"type": "echo", "payload": {"text": "x" * (1 << 20)}}).encode()
     too_big = requests.post(f"{base}/api/v1/jobs", data=iter([big]), headers=JSON, timeout=10)
     assert too_big.status_code == 413 and "1,048,576 bytes" in too_big.json()["message"]

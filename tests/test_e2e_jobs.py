@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
+
+from scanner.services import Services
 
 from conftest import ConsumerProcess, get_job, submit_job, wait_job, wait_until
 
@@ -155,20 +159,39 @@ def test_a_test_consumer_reads_the_test_s_settings_not_the_shell_s(
 
 
 def test_a_job_a_consumer_cannot_run_is_left_to_one_that_can(
-    client: FlaskClient, env: dict[str, str], start_consumer: Callable[..., ConsumerProcess]
+    client: FlaskClient,
+    env: dict[str, str],
+    services: Services,
+    start_consumer: Callable[..., ConsumerProcess],
 ) -> None:
     # A rolling install: the plugin is on one consumer and not yet on the other.
     env["SCANNER_DISABLED_PLUGINS"] = "diagnostics"
-    lacking = start_consumer(workers=1)
+    lacking = start_consumer(workers=2)
     del env["SCANNER_DISABLED_PLUGINS"]
-    start_consumer(workers=2)
-    wait_until(lambda: client.get("/api/v1/health").json["consumers"]["alive"] == 2)
-    ids = [submit_job(client, "echo", {"text": str(n)}) for n in range(10)]
+    # The other consumer, still starting, has already said it runs echo (its heartbeat is
+    # kept fresh here until its own comes): the lacking one must leave the jobs to it.
+    coming = threading.Event()
+
+    def beat() -> None:
+        while not coming.is_set():
+            services.store.heartbeat("coming:1:x", "coming", 1, ["echo"])
+            time.sleep(0.05)
+
+    beating = threading.Thread(target=beat)
+    beating.start()
+    try:
+        ids = [submit_job(client, "echo", {"text": str(n)}) for n in range(5)]
+        wait_until(lambda: "is left to a consumer that has its type" in lacking.log())
+        # None failed: each is pending (or, for an instant, claimed before it is left).
+        assert {get_job(client, job_id)["status"] for job_id in ids} <= {"pending", "running"}
+        start_consumer(workers=2)
+    finally:
+        coming.set()
+        beating.join()
     for n, job_id in enumerate(ids):
         job = wait_job(client, job_id, timeout=60)
         assert job["status"] == "complete" and job["result"]["echo"] == str(n)
         assert job["attempts"] == 1  # one left to another consumer was no attempt
-    assert "is left to a consumer that has its type" in lacking.log()
 
 
 def test_health_sees_the_consumer_heartbeat(client: FlaskClient, consumer: ConsumerProcess) -> None:

@@ -182,6 +182,11 @@ def test_hook_scanner_blueprints(settings: Settings) -> None:
     assert client.get("/api/v1/hello").status_code == 404  # none of a failed plugin's routes
     assert client.get("/api/v1/jobs").status_code == 200  # and the core's stand
 
+    twice = services_with(settings, scanner_blueprints=lambda services: [blp, blp])
+    client = create_app(services=twice).test_client()
+    assert "the name 'hello' is taken" in (twice.plugins.infos["test-plugin"].error or "")
+    assert client.get("/api/v1/hello").status_code == 404
+
     single = services_with(settings, scanner_blueprints=lambda services: blp)  # not a list
     client = create_app(services=single).test_client()
     assert "returned <Blueprint" in (single.plugins.infos["test-plugin"].error or "")

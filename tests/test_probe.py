@@ -276,19 +276,21 @@ def test_h263_in_3gp_gets_its_size(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "listing",
+    ("text", "other"),
     [
-        "ffconcat version 1.0\nfile seg.ts\n",
-        "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nseg.ts\n#EXT-X-ENDLIST\n",
+        ("ffconcat version 1.0\nfile seg.ts\n", "seg.ts"),  # concat: the files it lists
+        ("# VobSub index file, v7 (do not modify this line!)\n", "playlist.sub"),  # its .sub
     ],
 )
-def test_a_playlist_named_like_a_video_opens_nothing_it_lists(tmp_path: Path, listing: str) -> None:
-    # FFmpeg's concat and HLS formats open the files they list: here a FIFO, whose open(2)
-    # blocks in the kernel, out of the timeout's reach, and the scan with it.
-    fifo = tmp_path / "seg.ts"
+def test_a_file_that_names_another_opens_nothing_else(
+    tmp_path: Path, text: str, other: str
+) -> None:
+    # Such a file makes FFmpeg open another; here a FIFO, whose open(2) blocks in the kernel,
+    # out of the timeout's reach, and the scan with it.
+    fifo = tmp_path / other
     os.mkfifo(fifo)
     playlist = tmp_path / "playlist.mp4"
-    playlist.write_text(listing)
+    playlist.write_text(text)
 
     def unblock() -> None:
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))

@@ -81,6 +81,17 @@ def reports_progress(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]
     return {"ok": True}
 
 
+SECOND_RUN = threading.Event()
+LET_GO = threading.Event()
+
+
+def fails_then_waits(ctx: JobContext, payload: dict[str, Any]) -> None:
+    if ctx.attempt == 1:
+        raise ValueError("first attempt fails")
+    SECOND_RUN.set()
+    LET_GO.wait(10)
+
+
 MEETING = threading.Barrier(3)
 
 
@@ -106,6 +117,7 @@ TYPES = [
     JobType("backs-off-far", flaky, retries=2, retry_delay=LONGEST, retry_backoff=1e9),
     JobType("polite", stops_when_told),
     JobType("reports", reports_progress),
+    JobType("fails-then-waits", fails_then_waits, retries=1),
     JobType("deaf", never_looks),
 ]
 
@@ -177,9 +189,15 @@ def test_a_cancel_outranks_a_shutdown(services: Services) -> None:
         JobContext(claimed, services, stopping=lambda: True).check()
 
 
-def test_a_cancel_racing_a_retry_always_takes(services: Services) -> None:
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_cancel_racing_a_retry_always_takes(
+    database: str, env: dict[str, str], request: pytest.FixtureRequest
+) -> None:
     # A failing job with retries goes running -> pending -> running... A cancel that found it
     # running, then tried to flag it once it was pending again, was lost (and answered 202).
+    if database == "postgresql":  # where the row lock, not a database lock, keeps it
+        env = {**env, "SCANNER_DATABASE_URL": request.getfixturevalue("postgres_url")}
+    services = services_with(Settings.from_env(env), "local", scanner_job_types=lambda: TYPES)
     store = services.store
 
     def flip(job_id: str, stop: threading.Event) -> None:
@@ -231,6 +249,71 @@ def test_a_job_left_running_by_a_failed_write_is_recovered_by_its_own_consumer(
     after, history = services.store.detail(job.id)
     assert after.status is Status.PENDING and [a["outcome"] for a in history] == ["crashed"]
     assert keeper.recover_lost() == 0
+
+
+def test_a_job_claimed_again_before_its_first_worker_left_is_still_held(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Retried at once, a job can be claimed by a second worker while the first is still on
+    # its way out of run(): the first must not let go of the second's claim.
+    runner = Runner(services, lambda: "test:1")
+    job = services.jobs.submit("fails-then-waits", {})
+    second = threading.Thread(target=runner.run, args=(job.id,))
+    enqueue = services.queue.enqueue
+
+    def retry_taken_at_once(job_id: str, **options: Any) -> None:
+        enqueue(job_id, **options)
+        second.start()  # another worker takes the retry before the first worker is done
+        assert SECOND_RUN.wait(10)
+
+    monkeypatch.setattr(services.queue, "enqueue", retry_taken_at_once)
+    runner.run(job.id)
+    try:
+        assert runner.holds(job.id)  # the second worker's claim
+        keeper = Housekeeper(services, me=lambda: "test:1", holds=runner.holds)
+        assert keeper.recover_lost() == 0 and keeper.recover_lost() == 0
+    finally:
+        LET_GO.set()
+        second.join(10)
+    assert services.store.get(job.id).status is Status.COMPLETE
+
+
+def test_a_progress_write_lets_hueys_own_timeout_through(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under -k process Huey's SIGALRM raises TaskTimeout wherever the handler is, a progress
+    # write included; taken for a store error there, the job would have no hard limit left.
+    job = services.jobs.submit("list", {})
+    claimed = services.store.claim(job.id, "test:1")
+    assert claimed is not None
+
+    def alarm(*args: Any) -> bool:
+        raise TaskTimeout("timeout (1s)")
+
+    monkeypatch.setattr(services.store, "report_progress", alarm)
+    with pytest.raises(TaskTimeout):
+        JobContext(claimed, services).progress(1, 2)
+
+
+def test_a_job_left_to_another_consumer_is_not_counted_or_run_if_cancelled(
+    services: Services,
+) -> None:
+    runner = Runner(services, lambda: "test:1")
+    elsewhere = services.store.create("elsewhere", {})  # a type this consumer lacks
+    services.store.heartbeat("other:2:x", "other", 2, ["elsewhere"])  # a live one has it
+    queued = services.queue.pending_count()
+    runner.run(elsewhere.id)
+    left = services.store.get(elsewhere.id)
+    assert left.status is Status.PENDING and left.attempts == 0 and left.consumer is None
+    assert services.queue.pending_count() == queued + 1  # offered again, a second later
+    # A cancel asked between the claim and its undoing is kept: it ends cancelled.
+    assert services.store.claim(elsewhere.id, "test:1") is not None
+    services.store.cancel(elsewhere.id)
+    assert services.store.unclaim(elsewhere.id, "test:1") is Status.CANCELLED
+    # With no live consumer that has the type, the job fails at once.
+    lonely = services.store.create("nowhere", {})
+    runner.run(lonely.id)
+    assert services.store.get(lonely.id).status is Status.FAILED
 
 
 def test_a_job_its_runner_holds_is_never_taken_for_lost(services: Services) -> None:

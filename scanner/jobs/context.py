@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from scanner.errors import JobCancelled, JobShutdown, JobTimedOut
 
 if TYPE_CHECKING:
@@ -119,7 +121,8 @@ class JobContext:
         store = self.services.store
         try:
             stop = store.report_progress(self.job.id, self.job.consumer or "", self._progress)
-        except Exception:  # the store's trouble (a full disk), not the handler's: go on
+        except SQLAlchemyError:  # the store's trouble (a full disk), not the handler's: go on.
+            # Only that: Huey's TaskTimeout (an Exception, from a signal) must get through.
             log.warning("could not record the progress of job %s", self.job.id, exc_info=True)
             return
         self._written = self._progress

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -84,7 +85,10 @@ class Runner:
         # By job id: any worker's claim may carry any of them, and one put back after a
         # failed write can never take the place of another.
         self._held: dict[str, Ending] = {}
-        self._running: set[str] = set()  # claimed by a worker here, not yet ended
+        # Job id: the attempt a worker here claimed and has not yet ended. By attempt: a job
+        # retried at once may be claimed again by another worker before the first has left.
+        self._running: dict[str, int] = {}
+        self._running_lock = threading.Lock()
 
     def holds(self, job_id: str) -> bool:
         """Whether a worker here runs the job, or its ending waits here to be written."""
@@ -162,17 +166,20 @@ class Runner:
             return
         # Held from the claim until its ending is held or written. (Housekeeping may look
         # between the claim and this line: it acts only on a job it finds unheld twice.)
-        self._running.add(job.id)
+        with self._running_lock:
+            self._running[job.id] = job.attempts
         try:
             self._run(job, me)
         finally:
-            self._running.discard(job.id)
+            with self._running_lock:
+                if self._running.get(job.id) == job.attempts:  # not a later claim's
+                    del self._running[job.id]
 
     def _run(self, job: Job, me: str) -> None:
         job_type = self.services.plugins.job_types.get(job.type)
         if job_type is None and self._runs_elsewhere(job.type, me):
             # Installed on another live consumer (a rolling install): leave the job to it.
-            if self.services.store.unclaim(job.id, me):
+            if self.services.store.unclaim(job.id, me) is Status.PENDING:
                 self.services.queue.enqueue(
                     job.id, priority=job.priority, delay=HAND_OVER_DELAY, timeout=job.timeout
                 )

@@ -281,6 +281,13 @@ class JobStore:
         with write(self.engine) as conn:
             conn.execute(jobs.delete().where(jobs.c.id == job_id))
 
+    @staticmethod
+    def _lock_row(conn: Connection, job_id: str) -> None:
+        """Lock the job's row for the rest of ``conn``'s transaction, so that a decision
+        taken over two statements stands: PostgreSQL's ``FOR UPDATE`` (SQLite's write lock,
+        taken by ``write``, already holds the whole database)."""
+        conn.execute(sa.select(jobs.c.id).where(jobs.c.id == job_id).with_for_update())
+
     def _move(self, job_id: str, target: Status, **options: Any) -> bool:
         """``_move_in`` in a write transaction of its own."""
         with write(self.engine) as conn:
@@ -393,6 +400,7 @@ class JobStore:
         None if that consumer no longer holds it.
         """
         with write(self.engine) as conn:
+            self._lock_row(conn, job_id)  # no cancel may land between the two moves
             if self._move_in(
                 conn,
                 job_id,
@@ -498,9 +506,8 @@ class JobStore:
         """
         now = utcnow()
         with write(self.engine) as conn:
-            # One transaction, the row locked (PostgreSQL; SQLite's write lock does it): a
-            # job going between running and pending (a retry) cannot slip between the two.
-            conn.execute(sa.select(jobs.c.id).where(jobs.c.id == job_id).with_for_update())
+            # A job going between running and pending (a retry) cannot slip between the two.
+            self._lock_row(conn, job_id)
             moved = self._move_in(
                 conn, job_id, Status.CANCELLED, only_from={Status.PENDING}, finished_at=now
             )
@@ -521,26 +528,32 @@ class JobStore:
             raise InvalidTransition(f"job {job_id} is already {job.status}")
         return job
 
-    def unclaim(self, job_id: str, consumer: str) -> bool:
-        """Undo ``consumer``'s claim as if it had not been made: the job is pending again and
-        that attempt not counted (a consumer that cannot run it leaves it to one that can)."""
+    def unclaim(self, job_id: str, consumer: str) -> Status | None:
+        """Undo ``consumer``'s claim as if it had not been made: the job is ``PENDING`` again
+        and that attempt not counted (a consumer that cannot run it leaves it to one that
+        can); or ``CANCELLED``, if a cancel was asked for since. None if it does not hold it."""
+        where = (
+            jobs.c.id == job_id,
+            jobs.c.status == Status.RUNNING.value,
+            jobs.c.consumer == consumer,
+        )
+        now = utcnow()
+        undo = {"attempts": jobs.c.attempts - 1, "consumer": None, "updated_at": now}
         with write(self.engine) as conn:
-            undone = conn.execute(
+            self._lock_row(conn, job_id)
+            cancelled = conn.execute(
                 jobs.update()
-                .where(
-                    jobs.c.id == job_id,
-                    jobs.c.status == Status.RUNNING.value,
-                    jobs.c.consumer == consumer,
-                )
-                .values(
-                    status=Status.PENDING.value,
-                    attempts=jobs.c.attempts - 1,
-                    started_at=None,
-                    consumer=None,
-                    updated_at=utcnow(),
-                )
+                .where(*where, jobs.c.cancel_requested_at.is_not(None))
+                .values(status=Status.CANCELLED.value, finished_at=now, **undo)
             ).rowcount
-        return bool(undone)
+            if cancelled:
+                return Status.CANCELLED
+            pending = conn.execute(
+                jobs.update()
+                .where(*where)
+                .values(status=Status.PENDING.value, started_at=None, **undo)
+            ).rowcount
+        return Status.PENDING if pending else None
 
     def report_progress(self, job_id: str, consumer: str, progress: float | None) -> bool:
         """Record progress of a job ``consumer`` runs; True when the job should stop.

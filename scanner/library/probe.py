@@ -40,10 +40,13 @@ from scanner.errors import ProbeError
 # - protocol_whitelist: a library file needs only "file"; a playlist-like file must not
 #   make FFmpeg open URLs.
 # - format_whitelist: every demuxer but those that open other files or streams named inside
-#   the one probed: a text file called .mp4 in FFmpeg's concat or HLS format would open
-#   whatever it lists, a FIFO included, where open(2) blocks for good (no timeout reaches
-#   it), and the scan with it.
-_OPENS_OTHERS = frozenset({"concat", "hls", "dash", "imf", "sdp", "rtp", "rtsp", "lavfi"})
+#   or beside the one probed: a text file called .mp4 in FFmpeg's concat or HLS format would
+#   open whatever it lists, a VobSub index its .sub, a Magic Lantern clip its .M00 parts, an
+#   image name its numbered sequence; a FIFO among them blocks open(2) for good (no timeout
+#   reaches it), and the scan with it.
+_OPENS_OTHERS = frozenset(
+    {"concat", "hls", "dash", "imf", "vobsub", "mlv", "image2", "sdp", "rtp", "rtsp", "lavfi"}
+)
 _FORMAT_OPTIONS = {
     "codec_whitelist": "none",
     "max_ts_probe": "1",
