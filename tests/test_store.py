@@ -167,10 +167,10 @@ def test_heartbeats_list_live_consumers(store: JobStore) -> None:
     store.heartbeat("host:1", "host", 1, ["b", "a"])
     store.heartbeat("host:1", "host", 1, ["c"])
     store.heartbeat("host:2", "host", 2, [])
-    live = store.live_consumers(seen_within=60)
+    live = store.live_consumers(heartbeat=20)
     assert {c.id for c in live} == {"host:1", "host:2"}
     assert next(c for c in live if c.id == "host:1").job_types == ["c"]
-    assert store.live_consumers(seen_within=-1) == []
+    assert store.live_consumers(heartbeat=-1) == []
 
 
 def test_migrate_is_idempotent_and_versioned(tmp_path: Path) -> None:

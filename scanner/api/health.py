@@ -10,7 +10,7 @@ from marshmallow import Schema, fields
 
 from scanner import __version__
 from scanner.db import schema_version
-from scanner.jobs.store import ALIVE_INTERVALS, utcnow
+from scanner.jobs.store import utcnow
 from scanner.services import Services
 
 
@@ -40,8 +40,7 @@ def create_blueprint(services: Services) -> Blueprint:
     settings = services.settings
 
     def consumers() -> dict[str, Any]:
-        window = settings.heartbeat_seconds * ALIVE_INTERVALS
-        alive = services.store.live_consumers(seen_within=window)
+        alive = services.store.live_consumers(settings.heartbeat_seconds)
         accepted = set(services.plugins.job_types)
         now = utcnow()
         return {

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from scanner.jobs.runner import requeue
 from scanner.jobs.states import Status
-from scanner.jobs.store import ALIVE_INTERVALS, utcnow
+from scanner.jobs.store import utcnow
 
 if TYPE_CHECKING:
     from scanner.services import Services
@@ -99,7 +99,7 @@ class Housekeeper:
     def recover_orphans(self) -> int:
         """Requeue running jobs whose consumer is dead; fail those that keep killing it."""
         store, settings = self.services.store, self.services.settings
-        alive = {c.id for c in store.live_consumers(settings.heartbeat_seconds * ALIVE_INTERVALS)}
+        alive = {c.id for c in store.live_consumers(settings.heartbeat_seconds)}
         recovered = 0
         for job in store.running():
             dead = job.consumer not in alive or _process_gone(job.consumer or "")

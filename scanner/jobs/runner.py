@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +13,7 @@ from marshmallow import ValidationError
 from scanner.errors import JobCancelled, JobShutdown, JobTimedOut
 from scanner.jobs.context import JobContext
 from scanner.jobs.states import Status
-from scanner.jobs.store import ALIVE_INTERVALS, Ending, Job, utcnow
+from scanner.jobs.store import Ending, Job, utcnow
 from scanner.jobs.types import LONGEST, JobType
 
 if TYPE_CHECKING:
@@ -85,14 +84,14 @@ class Runner:
         # By job id: any worker's claim may carry any of them, and one put back after a
         # failed write can never take the place of another.
         self._held: dict[str, Ending] = {}
-        # Job id: the attempt a worker here claimed and has not yet ended. By attempt: a job
+        # (job id, attempt) claimed by a worker here and not yet ended. By attempt: a job
         # retried at once may be claimed again by another worker before the first has left.
-        self._running: dict[str, int] = {}
-        self._running_lock = threading.Lock()
+        self._claims: set[tuple[str, int]] = set()
 
     def holds(self, job_id: str) -> bool:
         """Whether a worker here runs the job, or its ending waits here to be written."""
-        return job_id in self._running or job_id in self._held
+        # A copy: workers add and discard claims meanwhile (each one call, atomic).
+        return job_id in self._held or any(held == job_id for held, _ in self._claims.copy())
 
     def settle(self) -> None:
         """Write every ending still held. Huey calls this when a worker finds the queue empty
@@ -166,14 +165,12 @@ class Runner:
             return
         # Held from the claim until its ending is held or written. (Housekeeping may look
         # between the claim and this line: it acts only on a job it finds unheld twice.)
-        with self._running_lock:
-            self._running[job.id] = job.attempts
+        claim = (job.id, job.attempts)
+        self._claims.add(claim)
         try:
             self._run(job, me)
         finally:
-            with self._running_lock:
-                if self._running.get(job.id) == job.attempts:  # not a later claim's
-                    del self._running[job.id]
+            self._claims.discard(claim)  # this claim's alone, not a later one's
 
     def _run(self, job: Job, me: str) -> None:
         job_type = self.services.plugins.job_types.get(job.type)
@@ -219,8 +216,7 @@ class Runner:
             self._end(job, Status.CANCELLED if stopped else Status.COMPLETE, result=stored)
 
     def _runs_elsewhere(self, job_type: str, me: str) -> bool:
-        window = self.services.settings.heartbeat_seconds * ALIVE_INTERVALS
-        live = self.services.store.live_consumers(seen_within=window)
+        live = self.services.store.live_consumers(self.services.settings.heartbeat_seconds)
         return any(job_type in c.job_types for c in live if c.id != me)
 
     def _failed(self, job: Job, job_type: JobType, me: str, error: str) -> None:

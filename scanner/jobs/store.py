@@ -590,10 +590,10 @@ class JobStore:
                     )
                 )
 
-    def live_consumers(self, seen_within: float) -> list[Consumer]:
-        """Consumers heard from in the last ``seen_within`` seconds (``ALIVE_INTERVALS``
-        heartbeats, in the callers), most recent first."""
-        since = utcnow() - timedelta(seconds=seen_within)
+    def live_consumers(self, heartbeat: float) -> list[Consumer]:
+        """Consumers alive when each beats every ``heartbeat`` seconds: heard from within the
+        last ``ALIVE_INTERVALS`` beats. Most recent first."""
+        since = utcnow() - timedelta(seconds=heartbeat * ALIVE_INTERVALS)
         with self.engine.connect() as conn:
             rows = conn.execute(
                 consumers.select()
